@@ -1,0 +1,9 @@
+"""a3c_core: baby-a3c's asynchronous advantage actor-critic, rebuilt, fast and tested.
+
+Modules in reading order (and chapter order of the book): config, preprocess, envs,
+network, loss, optim, worker, train, checkpoint, play, cli.
+"""
+
+from .config import SEED_PRESET, A3CConfig
+
+__all__ = ["A3CConfig", "SEED_PRESET"]

@@ -1,0 +1,173 @@
+"""The command line: `python -m a3c_core train|play|evaluate ...` (chapter 5).
+
+Training flags are generated from `A3CConfig`, one flag per field with the field's
+docstring as help, so the CLI cannot drift from the config. Bad input (an unknown
+game, a missing or corrupt checkpoint, a nonsense hyperparameter) ends with one
+line on stderr and exit code 2.
+"""
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError, load_training_checkpoint
+from .config import SEED_PRESET, A3CConfig, ConfigError, field_docs
+from .envs import UnknownEnvError, check_env_id
+
+USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per A3CConfig field; unset flags stay absent (argparse.SUPPRESS)."""
+    docs = field_docs()
+    for f in dataclasses.fields(A3CConfig):
+        flags = [f"--{f.name.replace('_', '-')}"] + (
+            ["--env"] if f.name == "env_id" else []
+        )
+        kind = (
+            float
+            if f.type in (float, "float")
+            else int
+            if f.type in (int, "int")
+            else str
+        )
+        parser.add_argument(
+            *flags,
+            dest=f.name,
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=f"{docs.get(f.name, '')} (default: {f.default})",
+        )
+
+
+def default_run_dir(env_id: str) -> Path:
+    """runs/pong-v4 for Pong-v4, runs/ale-pong-v5 for ALE/Pong-v5."""
+    return Path("runs") / env_id.lower().replace("/", "-")
+
+
+def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
+    """The run's config: saved config (when resuming) or preset, then explicit flags."""
+    explicit = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(A3CConfig)
+        if hasattr(args, f.name)
+    }
+    if args.resume:
+        base = A3CConfig.from_dict(load_training_checkpoint(args.resume)["config"])
+        if explicit.get("env_id", base.env_id) != base.env_id:
+            raise ConfigError(
+                f"{args.resume} trains {base.env_id}, not {explicit['env_id']}"
+            )
+        run_dir = Path(args.resume)
+    else:
+        base = SEED_PRESET if args.preset == "seed" else A3CConfig()
+        run_dir = None
+    cfg = dataclasses.replace(base, **explicit)
+    check_env_id(cfg.env_id)
+    return (
+        cfg,
+        Path(args.run_dir or run_dir or default_run_dir(cfg.env_id)),
+        bool(args.resume),
+    )
+
+
+def cmd_train(args) -> int:
+    from .train import train  # imported late: torch start-up is slow for --help
+
+    cfg, run_dir, resume = train_config(args)
+    print(
+        f"{'resuming' if resume else 'training'} {cfg.env_id} in {run_dir}", flush=True
+    )
+    progress = train(cfg, run_dir, resume=resume, show_progress=not args.no_progress)
+    print(f"stopped at {progress.agent_steps} agent steps; checkpoint in {run_dir}")
+    return 0
+
+
+def cmd_play(args) -> int:
+    from .play import play_command
+
+    return play_command(args)
+
+
+def cmd_evaluate(args) -> int:
+    from .play import evaluate_command
+
+    return evaluate_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m a3c_core", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent (Hogwild A3C on all cores)")
+    add_config_flags(train)
+    train.add_argument(
+        "--run-dir", help="folder for checkpoint, log and config (default: runs/<game>)"
+    )
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR"
+    )
+    train.add_argument(
+        "--preset",
+        choices=["default", "seed"],
+        default="default",
+        help="start from our defaults or from baby-a3c's (20 workers, lr 1e-4)",
+    )
+    train.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (log lines only)"
+    )
+    train.set_defaults(func=cmd_train)
+
+    for name, func, what in (
+        ("play", cmd_play, "watch an agent play"),
+        ("evaluate", cmd_evaluate, "score an agent over many episodes"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument(
+            "--env", dest="env_id", default="Pong-v4", help="game id (default: Pong-v4)"
+        )
+        p.add_argument(
+            "--checkpoint",
+            help="model.pt, checkpoint.pt, run folder or baby-a3c .tar "
+            "(default: pretrained/<game>/)",
+        )
+        p.add_argument("--episodes", type=int, default=1 if name == "play" else 30)
+        p.add_argument(
+            "--greedy", action="store_true", help="most likely action, not sampled"
+        )
+        p.add_argument(
+            "--seed", type=int, default=0, help="episode i is reset with seed + i"
+        )
+        p.set_defaults(func=func)
+        if name == "play":
+            p.add_argument(
+                "--gif", help="write the first episode as an animated GIF here"
+            )
+            p.add_argument(
+                "--render", action="store_true", help="show the game in a window"
+            )
+        else:
+            p.add_argument(
+                "--out", help="write the summary as JSON here (e.g. eval.json)"
+            )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USAGE_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as error:  # TrainingError: a worker died or the loss was NaN
+        if type(error).__name__ != "TrainingError":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1

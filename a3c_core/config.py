@@ -1,0 +1,136 @@
+"""Every hyperparameter of a3c_core, declared once (chapter 5, "Workers and training").
+
+`A3CConfig` is a frozen dataclass with a docstring under each field. The command line
+(`a3c_core.cli`), the book (`dataclasses.replace(A3CConfig(), ...)`) and every
+checkpoint (`config.json`) use it, so a run is always described by the same names.
+`SEED_PRESET` keeps baby-a3c's original values (20 single-environment workers,
+lr 1e-4) for anyone who wants the seed's exact training setup.
+"""
+
+import ast
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A hyperparameter value that makes no sense; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class A3CConfig:
+    env_id: str = "Pong-v4"
+    """Gymnasium id of the Atari game, e.g. Pong-v4, Breakout-v4, ALE/Pong-v5."""
+
+    num_workers: int = 2
+    """Worker processes updating the shared model asynchronously (one per core)."""
+
+    envs_per_worker: int = 8
+    """Environments one worker steps in lockstep and batches through the network.
+    1 is classic A3C; more amortises the network over a batch (faster per step)."""
+
+    rollout_len: int = 20
+    """Agent steps per environment between two updates (truncated BPTT length)."""
+
+    gamma: float = 0.99
+    """Discount factor of the returns."""
+
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 makes advantages equal n-step returns minus values."""
+
+    lr: float = 5e-4
+    """Adam learning rate (the seed used 1e-4 with 20 one-environment workers)."""
+
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus, summed over the rollout."""
+
+    value_coef: float = 0.5
+    """Weight of the value loss 0.5 * sum((returns - values)^2): 0.25 in all, as the
+    seed."""
+
+    max_grad_norm: float = 40.0
+    """Gradient norm clip applied to each worker's gradient before the shared step."""
+
+    hidden_size: int = 256
+    """Size of the GRU memory."""
+
+    total_steps: int = 40_000_000
+    """Agent steps (env.step calls, all workers) after which training stops."""
+
+    max_episode_steps: int = 10_000
+    """Agent steps after which an episode is cut (a stuck agent cannot play forever)."""
+
+    reward_clip: float = 1.0
+    """Rewards are clipped to [-reward_clip, reward_clip] for learning, not scores."""
+
+    seed: int = 1
+    """Seed of environments, action sampling and initial weights."""
+
+    checkpoint_every: float = 180.0
+    """Seconds between checkpoints (also written on Ctrl-C / SIGTERM and at the end)."""
+
+    log_every: float = 60.0
+    """Seconds between log lines (printed and appended to log.csv)."""
+
+    return_horizon: float = 0.99
+    """Running mean of episode returns: mean <- horizon * mean + (1 - horizon) *
+    return, as the seed logged it."""
+
+    def __post_init__(self):
+        for problem in _problems(self):
+            raise ConfigError(problem)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "A3CConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config keys {unknown}; known keys: {sorted(known)}"
+            )
+        return cls(**values)
+
+
+def _problems(cfg: A3CConfig) -> list[str]:
+    """Every value that cannot work, as one-line messages."""
+    checks = [
+        (cfg.num_workers >= 1, "num_workers must be at least 1"),
+        (cfg.envs_per_worker >= 1, "envs_per_worker must be at least 1"),
+        (cfg.rollout_len >= 1, "rollout_len must be at least 1"),
+        (0.0 < cfg.gamma <= 1.0, "gamma must be in (0, 1]"),
+        (0.0 <= cfg.gae_lambda <= 1.0, "gae_lambda must be in [0, 1]"),
+        (cfg.lr > 0.0, "lr must be positive"),
+        (cfg.entropy_coef >= 0.0, "entropy_coef must be >= 0"),
+        (cfg.value_coef >= 0.0, "value_coef must be >= 0"),
+        (cfg.max_grad_norm > 0.0, "max_grad_norm must be positive"),
+        (cfg.hidden_size >= 1, "hidden_size must be at least 1"),
+        (cfg.total_steps >= 1, "total_steps must be at least 1"),
+        (cfg.max_episode_steps >= 1, "max_episode_steps must be at least 1"),
+        (cfg.reward_clip > 0.0, "reward_clip must be positive"),
+        (cfg.checkpoint_every > 0.0, "checkpoint_every must be positive (seconds)"),
+        (cfg.log_every > 0.0, "log_every must be positive (seconds)"),
+        (0.0 <= cfg.return_horizon < 1.0, "return_horizon must be in [0, 1)"),
+    ]
+    return [f"invalid config: {msg}" for ok, msg in checks if not ok]
+
+
+def field_docs(cls=A3CConfig) -> dict[str, str]:
+    """The docstring written under each dataclass field, read from the source."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
+            if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+SEED_PRESET = A3CConfig(
+    num_workers=20, envs_per_worker=1, lr=1e-4, total_steps=80_000_000
+)
+"""baby-a3c's own setup: 20 one-environment workers, Adam lr 1e-4, 80M agent steps."""

@@ -1,0 +1,56 @@
+"""A shared Adam optimizer for Hogwild training (chapter 4).
+
+Every worker process holds the same `SharedAdam`: its moment estimates and its step
+count live in shared memory, so each worker's update sees the others' statistics.
+baby-a3c meant to do this, but its `step` override was indented inside `__init__`
+(dead code) and it stored an int `step`, which modern torch rejects. Here the state
+is created once, up front, as shared tensors (a float tensor `step`, which is what
+torch's Adam keeps), and torch's own `Adam.step` updates it in place.
+
+`hand_over_grads` gives a worker's fresh local gradients to the shared parameters.
+The seed linked them once and relied on `zero_grad` to clear them; since torch 2.0
+`zero_grad` sets grads to None, so its local gradients accumulated forever.
+"""
+
+import torch
+
+
+class SharedAdam(torch.optim.Adam):
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        # foreach=False: the per-tensor path updates state tensors strictly in place
+        super().__init__(params, lr=lr, betas=betas, eps=eps, foreach=False)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                state["step"] = torch.zeros((), dtype=torch.float32).share_memory_()
+                state["exp_avg"] = torch.zeros_like(p).share_memory_()
+                state["exp_avg_sq"] = torch.zeros_like(p).share_memory_()
+
+    def load_shared_state(self, state_dict: dict) -> None:
+        """Copy a saved `state_dict()` into the existing shared tensors (resume)."""
+        saved = state_dict["state"]
+        params = [p for group in self.param_groups for p in group["params"]]
+        if len(saved) != len(params):
+            raise ValueError(
+                f"optimizer state has {len(saved)} tensors, expected {len(params)}"
+            )
+        for index, p in enumerate(params):
+            for key, shared in self.state[p].items():
+                shared.copy_(saved[index][key])
+
+
+def hand_over_grads(local: torch.nn.Module, shared: torch.nn.Module) -> None:
+    """Point the shared parameters' grads at this update's local grads (no copy).
+
+    The local grads must be fresh: the caller clears them (set to None) before
+    each backward pass, so nothing accumulates across updates.
+    """
+    for local_p, shared_p in zip(local.parameters(), shared.parameters()):
+        shared_p.grad = local_p.grad
+
+
+def pull_params(local: torch.nn.Module, shared: torch.nn.Module) -> None:
+    """Copy the shared weights into the local model in place (no state dict)."""
+    with torch.no_grad():
+        for local_p, shared_p in zip(local.parameters(), shared.parameters()):
+            local_p.copy_(shared_p)

@@ -1,0 +1,136 @@
+"""One A3C worker process: act, learn, update the shared model (chapter 5).
+
+A worker plays `envs_per_worker` games in lockstep with a local copy of the shared
+model, one batched forward pass per step. Every `rollout_len` steps it computes the
+A3C loss of the rollout, backpropagates through it (the graph was kept while acting:
+recomputing the rollout would cost a second forward pass), clips its gradient and
+applies it to the shared model with the shared optimizer, without waiting for the
+other workers (Hogwild). Then it copies the shared weights back and goes on.
+"""
+
+import multiprocessing as mp
+import signal
+import traceback
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .envs import AtariBatch
+from .loss import a3c_loss
+from .network import ActorCritic
+from .optim import hand_over_grads, pull_params
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or the network became NaN or infinite: the run stops, no update."""
+
+
+class SharedCounters:
+    """Agent steps and updates of all workers, exact: every change holds the lock."""
+
+    def __init__(self, ctx, steps: int = 0, updates: int = 0):
+        self.lock = ctx.Lock()
+        self.steps = ctx.Value("q", steps, lock=False)
+        self.updates = ctx.Value("q", updates, lock=False)
+
+    def add(self, steps: int, updates: int) -> int:
+        """Count one update's steps; returns the new total of agent steps."""
+        with self.lock:
+            self.steps.value += steps
+            self.updates.value += updates
+            return self.steps.value
+
+
+@dataclass
+class Rollout:
+    """T steps of K environments, time-major; values and logits carry gradients."""
+
+    values: torch.Tensor  # (T, K)
+    logits: torch.Tensor  # (T, K, A)
+    actions: torch.Tensor  # (T, K) long
+    rewards: torch.Tensor  # (T, K) clipped
+    dones: torch.Tensor  # (T, K) bool: the episode ended at this step
+
+
+def collect(model, envs, hx, new_episode, rollout_len, generator, events):
+    """Play `rollout_len` steps with sampled actions, keeping the autograd graph.
+
+    hx (K, H) is the memory before the rollout and `new_episode` (K) marks games
+    whose episode starts now (their memory is reset). Returns the `Rollout`, the
+    memory after it and the games that start a new episode next.
+    """
+    steps = []
+    for _ in range(rollout_len):
+        hx = hx * (~new_episode).unsqueeze(-1)  # (K, H)
+        values, logits, hx = model(torch.from_numpy(envs.obs), hx)
+        if not torch.isfinite(logits).all():
+            raise NonFiniteLoss("the network outputs NaN or inf: the weights diverged")
+        with torch.no_grad():
+            probs = F.softmax(logits, dim=-1)  # (K, A)
+            actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        rewards, dones, finished = envs.step(actions.numpy())
+        new_episode = torch.from_numpy(dones)
+        steps.append((values, logits, actions, torch.from_numpy(rewards), new_episode))
+        for episode_return, length in finished:
+            events.put(("episode", episode_return, length))
+    rollout = Rollout(*(torch.stack(column) for column in zip(*steps)))
+    return rollout, hx, new_episode
+
+
+def learn(model, rollout, bootstrap, cfg):
+    """Backpropagate the A3C loss of a rollout; returns its `LossTerms`."""
+    model.zero_grad(set_to_none=True)  # fresh grads every update
+    r = rollout
+    terms = a3c_loss(r.logits, r.values, r.actions, r.rewards, r.dones, bootstrap, cfg)
+    if not torch.isfinite(terms.total):
+        raise NonFiniteLoss(f"the loss is {terms.total.item()} (NaN or inf)")
+    terms.total.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    return terms
+
+
+def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
+    """The worker loop: collect a rollout, learn from it, update the shared model."""
+    torch.manual_seed(cfg.seed + rank)
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    K = cfg.envs_per_worker
+    env_seed = cfg.seed + 10_000 * rank + counters.steps.value  # new games on resume
+    envs = AtariBatch(cfg.env_id, K, env_seed, cfg.max_episode_steps, cfg.reward_clip)
+    model = ActorCritic(shared_model.actor_linear.out_features, cfg.hidden_size)
+    model = model.to(memory_format=torch.channels_last)
+    pull_params(model, shared_model)
+    hx, new_episode = model.initial_state(K), torch.ones(K, dtype=torch.bool)
+    trainer = mp.parent_process()  # if the trainer is killed, stop too
+    while not stop.is_set() and counters.steps.value < cfg.total_steps:
+        if trainer is not None and not trainer.is_alive():
+            break
+        rollout, hx, new_episode = collect(
+            model, envs, hx, new_episode, cfg.rollout_len, generator, events
+        )
+        with torch.no_grad():  # V(s_T); ignored by the loss where the game just ended
+            bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
+        terms = learn(model, rollout, bootstrap, cfg)
+        hx = hx.detach()  # truncated backpropagation through time
+        hand_over_grads(model, shared_model)
+        optimizer.step()
+        counters.add(steps=cfg.rollout_len * K, updates=1)
+        events.put(
+            ("update", terms.total.item(), terms.policy, terms.value, terms.entropy)
+        )
+        pull_params(model, shared_model)
+    envs.close()
+
+
+def worker_main(rank, cfg, shared_model, optimizer, counters, events, stop):
+    """Process entry point: one torch thread, and any error reported to the trainer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    torch.set_num_threads(1)
+    try:
+        run_worker(rank, cfg, shared_model, optimizer, counters, events, stop)
+    except NonFiniteLoss as error:
+        events.put(("nan", rank, str(error)))
+        raise SystemExit(3) from None
+    except BaseException:
+        events.put(("error", rank, traceback.format_exc()))
+        raise SystemExit(1) from None

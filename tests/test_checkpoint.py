@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from a3c_core.checkpoint import CheckpointError, atomic_save, load_weights
+from a3c_core.network import ActorCritic
+from tests.conftest import baby_a3c_checkpoint
+
+
+def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    atomic_save({"w": torch.ones(3)}, path)
+
+    def crash_midway(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError):
+        atomic_save({"w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    torch.testing.assert_close(torch.load(path, weights_only=True)["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04broken"])
+def test_corrupt_files_give_a_clear_error(tmp_path, content):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_weights(path)
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    atomic_save(ActorCritic(6).state_dict(), path)
+    path.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_weights(path)
+
+
+def test_missing_checkpoint_says_so(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_weights(tmp_path / "nothing.pt")
+
+
+def test_original_tar_files_load_as_state_dicts_without_config():
+    weights, config = load_weights(baby_a3c_checkpoint("breakout-v4", 40))
+    assert config is None and weights["actor_linear.weight"].shape == (4, 256)

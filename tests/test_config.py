@@ -1,0 +1,53 @@
+import dataclasses
+import json
+
+import pytest
+
+from a3c_core.config import SEED_PRESET, A3CConfig, ConfigError, field_docs
+
+
+def test_every_field_has_a_docstring():
+    docs = field_docs()
+    for f in dataclasses.fields(A3CConfig):
+        assert len(docs.get(f.name, "")) > 10, f"{f.name} has no docstring"
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        A3CConfig().lr = 1.0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"num_workers": 0},
+        {"envs_per_worker": 0},
+        {"lr": 0.0},
+        {"lr": -1e-4},
+        {"gamma": 1.5},
+        {"gae_lambda": -0.1},
+        {"rollout_len": 0},
+        {"max_grad_norm": 0.0},
+        {"total_steps": 0},
+    ],
+)
+def test_nonsense_hyperparameters_are_rejected_with_one_line(change):
+    with pytest.raises(ConfigError) as error:
+        A3CConfig(**change)
+    message = str(error.value)
+    assert "\n" not in message and next(iter(change)) in message
+
+
+def test_json_round_trip_and_unknown_keys():
+    cfg = A3CConfig(env_id="Breakout-v4", lr=3e-4)
+    assert A3CConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        A3CConfig.from_dict({"learning_rate": 1e-3})
+
+
+def test_seed_preset_keeps_baby_a3c_values():
+    assert (SEED_PRESET.num_workers, SEED_PRESET.envs_per_worker) == (20, 1)
+    assert SEED_PRESET.lr == 1e-4 and SEED_PRESET.rollout_len == 20
+    assert (SEED_PRESET.gamma, SEED_PRESET.gae_lambda) == (0.99, 1.0)
+    assert (SEED_PRESET.entropy_coef, SEED_PRESET.max_grad_norm) == (0.01, 40.0)
+    assert SEED_PRESET.value_coef * 0.5 == 0.25  # seed: 0.5 * (0.5 * sum of squares)

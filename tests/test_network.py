@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from a3c_core.network import ActorCritic
+from tests.conftest import baby_a3c_checkpoint
+
+
+@pytest.mark.parametrize(
+    "game,actions", [("pong-v4", 6), ("breakout-v4", 4), ("spaceinvaders-v4", 6)]
+)
+def test_original_baby_a3c_checkpoints_load_strictly(game, actions):
+    weights = torch.load(baby_a3c_checkpoint(game), weights_only=True)
+    model = ActorCritic(actions)
+    model.load_state_dict(weights, strict=True)  # raises on any name or shape mismatch
+
+
+def test_parameter_names_and_counts_match_the_seed():
+    model = ActorCritic(6)
+    names = [name.split(".")[0] for name, _ in model.named_parameters()]
+    assert list(dict.fromkeys(names)) == [
+        "conv1",
+        "conv2",
+        "conv3",
+        "conv4",
+        "gru",
+        "critic_linear",
+        "actor_linear",
+    ]
+    assert sum(p.numel() for p in model.parameters()) == 842_407
+
+
+def test_feature_maps_shrink_80_40_20_10_5():
+    model = ActorCritic(4)
+    x = torch.rand(2, 1, 80, 80)
+    sizes = []
+    for conv in (model.conv1, model.conv2, model.conv3, model.conv4):
+        x = conv(x)
+        sizes.append(x.shape[-1])
+    assert sizes == [40, 20, 10, 5]
+    assert model.features(torch.rand(2, 1, 80, 80)).shape == (2, 800)
+
+
+def test_forward_shapes_and_memory():
+    model = ActorCritic(6, hidden_size=256)
+    hx = model.initial_state(3)
+    values, logits, new_hx = model(torch.rand(3, 1, 80, 80), hx)
+    assert values.shape == (3,) and logits.shape == (3, 6) and new_hx.shape == (3, 256)
+    assert not torch.equal(new_hx, hx)
+
+
+def test_channels_last_model_computes_the_same_as_default_layout():
+    torch.manual_seed(0)
+    model = ActorCritic(6)
+    fast = ActorCritic(6).to(memory_format=torch.channels_last)
+    fast.load_state_dict(model.state_dict())
+    frames, hx = torch.rand(4, 1, 80, 80), torch.rand(4, 256)
+    for a, b in zip(model(frames, hx), fast(frames, hx)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,129 @@
+import multiprocessing as mp
+
+import torch
+
+from a3c_core.config import A3CConfig
+from a3c_core.loss import a3c_loss
+from a3c_core.network import ActorCritic
+from a3c_core.optim import SharedAdam, hand_over_grads, pull_params
+from a3c_core.worker import Rollout, SharedCounters, learn
+
+
+def test_all_optimizer_state_lives_in_shared_memory():
+    model = ActorCritic(6).share_memory()
+    optimizer = SharedAdam(model.parameters(), lr=1e-3)
+    for state in optimizer.state.values():
+        assert set(state) == {"step", "exp_avg", "exp_avg_sq"}
+        assert all(t.is_shared() for t in state.values())
+
+
+def test_shared_adam_follows_torch_adam_step_for_step():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ours, reference = (
+        SharedAdam(a.parameters(), lr=0.1),
+        torch.optim.Adam(b.parameters(), lr=0.1),
+    )
+    for _ in range(5):
+        x = torch.randn(4, 5)
+        for model, opt in ((a, ours), (b, reference)):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(
+            p, q
+        )  # needs the bias correction of a real step count
+    assert all(s["step"].item() == 5 for s in ours.state.values())
+
+
+def _step_in_child(model, optimizer):
+    model.zero_grad()
+    model(torch.ones(1, 5)).sum().backward()
+    optimizer.step()
+
+
+def test_a_step_in_another_process_updates_the_shared_state_and_weights():
+    model = torch.nn.Linear(5, 3).share_memory()
+    optimizer = SharedAdam(model.parameters(), lr=0.1)
+    before = model.weight.detach().clone()
+    child = mp.get_context("spawn").Process(
+        target=_step_in_child, args=(model, optimizer)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert all(s["step"].item() == 1 for s in optimizer.state.values())
+    assert not torch.equal(model.weight, before)
+
+
+def fixed_rollout(model: ActorCritic) -> Rollout:
+    g = torch.Generator().manual_seed(0)
+    values, logits, _ = model(
+        torch.rand(2, 1, 80, 80, generator=g), model.initial_state(2)
+    )
+    return Rollout(
+        values[None],
+        logits[None],
+        torch.tensor([[1, 2]]),
+        torch.tensor([[1.0, -1.0]]),
+        torch.tensor([[False, True]]),
+    )
+
+
+def update_twice(seed_style: bool):
+    """Two identical updates through a shared SGD optimizer; returns both changes."""
+    torch.manual_seed(0)
+    shared, local = ActorCritic(6).share_memory(), ActorCritic(6)
+    optimizer = torch.optim.SGD(shared.parameters(), lr=0.01)
+    start = [p.detach().clone() for p in shared.parameters()]
+    changes = []
+    for _ in range(2):
+        with torch.no_grad():
+            for p, s in zip(shared.parameters(), start):
+                p.copy_(s)
+        pull_params(local, shared)
+        rollout, cfg = fixed_rollout(local), A3CConfig(max_grad_norm=1e9)
+        if seed_style:  # baby-a3c: link the grads once, then shared.zero_grad()
+            optimizer.zero_grad()  # torch >= 2.0: sets shared grads to None
+            r = rollout
+            loss = a3c_loss(
+                r.logits, r.values, r.actions, r.rewards, r.dones, torch.zeros(2), cfg
+            )
+            loss.total.backward()
+            for lp, sp in zip(local.parameters(), shared.parameters()):
+                if sp.grad is None:
+                    sp._grad = lp.grad
+        else:
+            learn(local, rollout, torch.zeros(2), cfg)
+            hand_over_grads(local, shared)
+        optimizer.step()
+        changes.append(shared.conv1.weight.detach() - start[0])
+    return changes
+
+
+def test_two_identical_updates_give_identical_parameter_changes():
+    first, second = update_twice(seed_style=False)
+    torch.testing.assert_close(first, second)
+
+
+def test_the_seed_hand_off_accumulates_local_grads_on_modern_torch():
+    first, second = update_twice(seed_style=True)
+    torch.testing.assert_close(second, 2 * first)  # the bug our hand-off fixes
+
+
+def _count(counters, n):
+    for _ in range(n):
+        counters.add(steps=1, updates=1)
+
+
+def test_shared_step_counter_is_exact_under_concurrent_updates():
+    ctx = mp.get_context("spawn")
+    counters = SharedCounters(ctx)
+    workers = [ctx.Process(target=_count, args=(counters, 20_000)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert counters.steps.value == 40_000 and counters.updates.value == 40_000

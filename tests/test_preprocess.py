@@ -1,0 +1,35 @@
+import numpy as np
+
+from a3c_core.preprocess import bytescale, prepro, prepro_reference
+
+
+def test_fast_prepro_equals_the_pillow_reference_on_real_frames(atari_frames):
+    for frame in atari_frames:
+        np.testing.assert_array_equal(prepro(frame), prepro_reference(frame))
+
+
+def test_fast_prepro_equals_reference_on_random_and_flat_frames():
+    rng = np.random.default_rng(0)
+    frames = list(rng.integers(0, 256, (20, 210, 160, 3), dtype=np.uint8))
+    frames += [np.zeros((210, 160, 3), np.uint8), np.full((210, 160, 3), 200, np.uint8)]
+    for frame in frames:
+        np.testing.assert_array_equal(prepro(frame), prepro_reference(frame))
+
+
+def test_batched_prepro_equals_frame_by_frame(atari_frames):
+    batch = atari_frames[:16]
+    expected = np.stack([prepro_reference(f) for f in batch])
+    np.testing.assert_array_equal(prepro(batch), expected)
+    assert prepro(batch.reshape(4, 4, 210, 160, 3)).shape == (4, 4, 1, 80, 80)
+
+
+def test_output_is_float32_in_unit_range_and_min_max_rescaled(atari_frames):
+    out = prepro(atari_frames[0])
+    assert out.shape == (1, 80, 80) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_bytescale_stretches_any_range_to_0_255():
+    grey = np.array([[10.0, 20.0], [30.0, 40.0]])
+    np.testing.assert_array_equal(bytescale(grey), [[0, 85], [170, 255]])
+    assert bytescale(np.full((2, 2), 7.0)).max() == 0  # a flat frame stays black
