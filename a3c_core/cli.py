@@ -96,6 +96,18 @@ def cmd_evaluate(args) -> int:
     return evaluate_command(args)
 
 
+def cmd_results(args) -> int:
+    from .results import load_evals, results_markdown, update_readme
+
+    evals = load_evals()
+    print(results_markdown(evals))
+    if args.write_readme:
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        changed = update_readme(readme, evals)
+        print(f"{readme}: {'updated' if changed else 'already up to date'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m a3c_core", description=__doc__.split("\n")[0]
@@ -153,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--out", help="write the summary as JSON here (e.g. eval.json)"
             )
+    results = sub.add_parser(
+        "results", help="results table from pretrained/*/eval.json"
+    )
+    results.add_argument("--write-readme", action="store_true", help="update README.md")
+    results.set_defaults(func=cmd_results)
     return parser
 
 

@@ -84,13 +84,16 @@ class Episode:
 
 
 @torch.no_grad()
-def play_episode(model, env_id, seed=0, greedy=False, record=False, render=False):
-    """Play one episode with one environment; records frames, values and probs."""
+def play_episode(
+    model, env_id, seed=0, greedy=False, record=False, render=False, max_steps=None
+):
+    """Play one episode (at most `max_steps` agent steps, default the training cap)
+    with one environment; can record frames, values and action probabilities."""
     env = make_env(env_id, render_mode="human" if render else None)
     generator = torch.Generator().manual_seed(seed)
     frame, _ = env.reset(seed=seed)
     hx, episode, done = model.initial_state(1), Episode(), False
-    while not done and episode.length < MAX_EPISODE_STEPS:
+    while not done and episode.length < (max_steps or MAX_EPISODE_STEPS):
         obs = torch.from_numpy(prepro(frame)).unsqueeze(0)  # (1, 1, 80, 80)
         value, logits, hx = model(obs, hx)
         if record:

@@ -1,4 +1,4 @@
-"""Show a3c_core's own source in the book's chapters (used by every chapter).
+"""Show a3c_core's own source in the book (every chapter, from chapter 1 on).
 
 Chapters never paste package code: they call `show(obj)`, which displays the real,
 current source of a function, class or module, so the book cannot drift from the

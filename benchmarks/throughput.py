@@ -1,0 +1,214 @@
+"""Training throughput on this machine, in agent steps per second (issue: throughput).
+
+Measures, in one run and on one game:
+  (a) env_limit:   the same environments stepping with random actions plus our
+                   preprocessing, no network, one process per worker;
+  (b) classic_a3c: the real trainer with one environment per worker (K = 1);
+  (c) default:     the real trainer with the default A3CConfig;
+then the ratios c/a and c/b, inference speed on one core (`a3c_core.play.evaluate`),
+and where one worker's time goes. Writes benchmarks/throughput.json.
+
+    python benchmarks/throughput.py --env Pong-v4 --seconds 40
+
+Rates (b) and (c) are read from the trainer's own log.csv after a warm-up, so they
+include everything a real run does (Hogwild updates, logging, checkpoints).
+"""
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from a3c_core.config import A3CConfig
+from a3c_core.envs import AtariBatch
+from a3c_core.network import ActorCritic
+from a3c_core.play import evaluate
+from a3c_core.train import MALLOC_TUNING
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_only(env_id: str, num_envs: int, seconds: float, result) -> None:
+    """Step `num_envs` games with random actions (preprocessing included)."""
+    envs = AtariBatch(env_id, num_envs, seed=0, max_episode_steps=10_000)
+    rng = np.random.default_rng(0)
+    n_actions = envs.envs[0].action_space.n
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        envs.step(rng.integers(n_actions, size=num_envs))
+        steps += num_envs
+    result.put(steps / (time.perf_counter() - start))
+
+
+def env_limit(cfg: A3CConfig, seconds: float) -> float:
+    """(a): all workers' environments, no network, one process per worker."""
+    ctx = mp.get_context("spawn")
+    result = ctx.Queue()
+    args = (cfg.env_id, cfg.envs_per_worker, seconds, result)
+    procs = [ctx.Process(target=env_only, args=args) for _ in range(cfg.num_workers)]
+    for p in procs:
+        p.start()
+    rates = [result.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
+def trainer_rate(cfg: A3CConfig, seconds: float, warmup: float = 20.0) -> float:
+    """(b), (c): run the real CLI trainer, then average its logged steps/s."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        flags = [
+            f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(cfg).items()
+        ]
+        cmd = [sys.executable, "-m", "a3c_core", "train", *flags, "--log-every=5",
+               f"--run-dir={run_dir}/run", "--no-progress"]  # fmt: skip
+        env = {**os.environ, **MALLOC_TUNING}
+        run = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        time.sleep(warmup + seconds)
+        run.send_signal(signal.SIGTERM)
+        run.wait(120)
+        with open(Path(run_dir) / "run" / "log.csv") as f:
+            rows = [r for r in csv.DictReader(f) if float(r["elapsed_s"]) > warmup]
+    steps = [int(r["agent_steps"]) for r in rows]
+    times = [float(r["elapsed_s"]) for r in rows]
+    return (steps[-1] - steps[0]) / (times[-1] - times[0])
+
+
+class Stopwatch:
+    """Accumulates wall time per named part."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = {}
+
+    def add(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.totals[name] = self.totals.get(name, 0.0) + now - since
+        return now
+
+
+def breakdown(cfg: A3CConfig, updates: int = 30) -> dict[str, float]:
+    """Milliseconds per agent step of one worker's parts, the worker loop unrolled."""
+    from a3c_core.loss import a3c_loss
+    from a3c_core.optim import SharedAdam, hand_over_grads, pull_params
+    from a3c_core.preprocess import prepro
+
+    torch.set_num_threads(1)
+    K, T = cfg.envs_per_worker, cfg.rollout_len
+    envs = AtariBatch(cfg.env_id, K, 0, cfg.max_episode_steps)
+    shared = ActorCritic(envs.envs[0].action_space.n).to(
+        memory_format=torch.channels_last
+    )
+    shared.share_memory()
+    local = ActorCritic(envs.envs[0].action_space.n).to(
+        memory_format=torch.channels_last
+    )
+    optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    hx, watch = local.initial_state(K), Stopwatch()
+    frames = np.stack(
+        [env.unwrapped.ale.getScreenRGB() for env in envs.envs]
+    )  # (K, 210, 160, 3)
+    for update in range(updates + 2):
+        if update == 2:
+            watch = Stopwatch()  # the first updates warm up allocators and caches
+        t = time.perf_counter()
+        out = []
+        for _ in range(T):
+            values, logits, hx = local(torch.from_numpy(envs.obs), hx)
+            actions = torch.multinomial(torch.softmax(logits.detach(), -1), 1).squeeze(
+                -1
+            )
+            t = watch.add("forward (acting, graph kept)", t)
+            rewards, dones, _ = envs.step(actions.numpy())
+            t = watch.add("environment + preprocessing", t)
+            prepro(frames)  # timed separately, subtracted from the line above
+            t = watch.add("preprocessing", t)
+            out.append(
+                (
+                    values,
+                    logits,
+                    actions,
+                    torch.from_numpy(rewards),
+                    torch.from_numpy(dones),
+                )
+            )
+        values, logits, actions, rewards, dones = (torch.stack(c) for c in zip(*out))
+        local.zero_grad(set_to_none=True)
+        loss = a3c_loss(
+            logits, values, actions, rewards, dones, values[-1].detach(), cfg
+        )
+        loss.total.backward()
+        torch.nn.utils.clip_grad_norm_(local.parameters(), cfg.max_grad_norm)
+        t = watch.add("loss + backward", t)
+        hand_over_grads(local, shared)
+        optimizer.step()
+        t = watch.add("optimizer step", t)
+        pull_params(local, shared)
+        hx = hx.detach()
+        watch.add("sync weights", t)
+    per_step = {k: 1000 * v / (updates * T * K) for k, v in watch.totals.items()}
+    per_step["environment"] = (
+        per_step.pop("environment + preprocessing") - per_step["preprocessing"]
+    )
+    return dict(sorted(per_step.items(), key=lambda kv: -kv[1]))
+
+
+def inference_rate(cfg: A3CConfig, episodes: int = 8) -> float:
+    """Agent steps/s of `evaluate` (batched play) on one core, untrained weights."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = ActorCritic(AtariBatch(cfg.env_id, 1, 0, 10).envs[0].action_space.n).eval()
+    start = time.perf_counter()
+    results = evaluate(model, cfg.env_id, episodes=episodes, seed=0, num_envs=8)
+    return sum(length for _, length in results) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="Pong-v4")
+    parser.add_argument("--seconds", type=float, default=40.0, help="per measurement")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "throughput.json"))
+    args = parser.parse_args()
+    default = A3CConfig(env_id=args.env)
+    classic = dataclasses.replace(default, envs_per_worker=1)
+    rates = {"env_limit": env_limit(default, args.seconds)}
+    print(f"env_limit: {rates['env_limit']:.0f} steps/s", flush=True)
+    for name, cfg in (("classic_a3c", classic), ("default", default)):
+        rates[name] = trainer_rate(cfg, args.seconds)
+        print(f"{name}: {rates[name]:.0f} steps/s", flush=True)
+    report = {
+        "command": "python benchmarks/throughput.py "
+        f"--env {args.env} --seconds {args.seconds:g}",
+        "date": datetime.datetime.now().isoformat(timespec="minutes"),
+        "env_id": args.env,
+        "cores": os.cpu_count(),
+        "configs": {
+            "default": dataclasses.asdict(default),
+            "classic_a3c": {"envs_per_worker": 1},
+        },
+        "steps_per_s": rates,
+        "ratios": {
+            "default_over_env_limit": rates["default"] / rates["env_limit"],
+            "default_over_classic": rates["default"] / rates["classic_a3c"],
+        },
+        "inference_steps_per_s_one_core": inference_rate(default),
+        "breakdown_ms_per_step": breakdown(default),
+    }
+    print(json.dumps(report, indent=2))
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.update({k: v for k, v in MALLOC_TUNING.items() if k not in os.environ})
+    main()

@@ -1,0 +1,35 @@
+"""Every committed agent in pretrained/ loads, fits its game and plays."""
+
+import json
+
+import pytest
+import torch
+
+from a3c_core.config import A3CConfig
+from a3c_core.envs import num_actions
+from a3c_core.play import PRETRAINED, load_agent, play_episode
+
+AGENTS = sorted(p for p in PRETRAINED.glob("*") if (p / "model.pt").exists())
+
+
+def test_there_is_at_least_one_agent():
+    assert AGENTS, "pretrained/ holds no agent"
+
+
+@pytest.mark.parametrize("folder", AGENTS, ids=lambda p: p.name)
+def test_agent_loads_strictly_and_matches_its_game(folder):
+    weights = torch.load(folder / "model.pt", weights_only=True)
+    config = A3CConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    assert folder.name == config.env_id.lower().replace("/", "-")
+    assert weights["actor_linear.weight"].shape[0] == num_actions(config.env_id)
+    model = load_agent(config.env_id, folder)  # strict=True inside
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, weights[name])
+
+
+@pytest.mark.parametrize("folder", AGENTS, ids=lambda p: p.name)
+def test_agent_plays_a_short_greedy_rollout(folder):
+    config = A3CConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    model = load_agent(config.env_id, folder)
+    episode = play_episode(model, config.env_id, seed=0, greedy=True, max_steps=200)
+    assert 0 < episode.length <= 200
