@@ -65,11 +65,8 @@ def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
         run_dir = None
     cfg = dataclasses.replace(base, **explicit)
     check_env_id(cfg.env_id)
-    return (
-        cfg,
-        Path(args.run_dir or run_dir or default_run_dir(cfg.env_id)),
-        bool(args.resume),
-    )
+    run_dir = run_dir or Path(args.run_dir or default_run_dir(cfg.env_id))
+    return cfg, run_dir, bool(args.resume)
 
 
 def cmd_train(args) -> int:
@@ -116,10 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an agent (Hogwild A3C on all cores)")
     add_config_flags(train)
-    train.add_argument(
+    where = train.add_mutually_exclusive_group()
+    where.add_argument(
         "--run-dir", help="folder for checkpoint, log and config (default: runs/<game>)"
     )
-    train.add_argument(
+    where.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR"
     )
     train.add_argument(
