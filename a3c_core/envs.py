@@ -17,6 +17,8 @@ import numpy as np
 from .preprocess import prepro
 
 gym.register_envs(ale_py)
+# ALE prints a banner from C++ for every new emulator; errors are enough
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
 
 SEED_GAMES = ("Breakout-v4", "Pong-v4", "SpaceInvaders-v4")
 
