@@ -5,7 +5,8 @@ baby-a3c used `imresize(img[35:195].mean(2), (80, 80)) / 255` from the long-remo
 frame to 0..255 uint8 (scipy's `bytescale`), and resize it with Pillow's antialiased
 bilinear filter. `prepro_reference` repeats those steps with Pillow; `prepro` computes
 the identical array several times faster in integer arithmetic, and can process a
-batch of frames at once (chapter 1 measures both). Tests check that the two agree bit for bit.
+batch of frames at once (chapter 1 measures both). Tests check that the two agree
+bit for bit.
 """
 
 import numpy as np
