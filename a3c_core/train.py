@@ -257,7 +257,10 @@ class Trainer:
             now = time.monotonic()
             p.elapsed_s = elapsed0 + now - start
             steps = self.counters.steps.value
-            self.write_log(log, (steps - logged_steps) / max(now - last_log, 1e-9))
+            if (
+                steps > logged_steps
+            ):  # no empty row when nothing happened since the last
+                self.write_log(log, (steps - logged_steps) / (now - last_log))
             self.save()
         if self.failure:
             raise TrainingError(f"{self.failure}; the last good checkpoint is kept")
