@@ -25,11 +25,17 @@ LOG = "log.csv"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt or for another game; says what to do."""
+    """A checkpoint that is missing, corrupt or for another game; says what to do.
+
+    Book: chapter 5.
+    """
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, fsync, then rename over `path`."""
+    """torch.save to a temporary file, fsync, then rename over `path`.
+
+    Book: chapter 5.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -40,7 +46,10 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def save_checkpoint(run_dir, model, optimizer, cfg: A3CConfig, progress: dict) -> None:
-    """Write checkpoint.pt, model.pt and config.json into `run_dir`, each atomically."""
+    """Write checkpoint.pt, model.pt and config.json into `run_dir`, each atomically.
+
+    Book: chapter 5.
+    """
     run_dir = Path(run_dir)
     weights = {
         k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
@@ -74,7 +83,10 @@ def _torch_load(path: Path):
 
 
 def load_training_checkpoint(run_dir) -> dict:
-    """The full training state saved in `run_dir` (for --resume)."""
+    """The full training state saved in `run_dir` (for --resume).
+
+    Book: chapter 5.
+    """
     path = Path(run_dir) / CHECKPOINT
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"no run folder {run_dir}: check the --resume path")
@@ -94,6 +106,8 @@ def load_weights(path) -> tuple[dict, A3CConfig | None]:
 
     Returns (state_dict, config or None); the config comes from the checkpoint or
     from a config.json beside the file, when there is one.
+
+    Book: chapter 5.
     """
     path = Path(path)
     if path.is_dir():

@@ -19,7 +19,10 @@ USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One --flag per A3CConfig field; unset flags stay absent (argparse.SUPPRESS)."""
+    """One --flag per A3CConfig field; unset flags stay absent (argparse.SUPPRESS).
+
+    Book: chapter 5.
+    """
     docs = field_docs()
     for f in dataclasses.fields(A3CConfig):
         flags = [f"--{f.name.replace('_', '-')}"] + (
@@ -42,12 +45,18 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def default_run_dir(env_id: str) -> Path:
-    """runs/pong-v4 for Pong-v4, runs/ale-pong-v5 for ALE/Pong-v5."""
+    """runs/pong-v4 for Pong-v4, runs/ale-pong-v5 for ALE/Pong-v5.
+
+    Book: chapter 5.
+    """
     return Path("runs") / env_id.lower().replace("/", "-")
 
 
 def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
-    """The run's config: saved config (when resuming) or preset, then explicit flags."""
+    """The run's config: saved config (when resuming) or preset, then explicit flags.
+
+    Book: chapter 5.
+    """
     explicit = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(A3CConfig)
@@ -70,6 +79,10 @@ def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
 
 
 def cmd_train(args) -> int:
+    """`train`: build the config from flags (and the saved run), then train.
+
+    Book: chapter 5.
+    """
     from .train import train  # imported late: torch start-up is slow for --help
 
     cfg, run_dir, resume = train_config(args)
@@ -82,18 +95,30 @@ def cmd_train(args) -> int:
 
 
 def cmd_play(args) -> int:
+    """`play`: see `a3c_core.play.play_command`.
+
+    Book: chapter 5.
+    """
     from .play import play_command
 
     return play_command(args)
 
 
 def cmd_evaluate(args) -> int:
+    """`evaluate`: see `a3c_core.play.evaluate_command`.
+
+    Book: chapter 5.
+    """
     from .play import evaluate_command
 
     return evaluate_command(args)
 
 
 def cmd_results(args) -> int:
+    """`results`: print (and write into the README) the results table.
+
+    Book: chapter 5.
+    """
     from .results import load_evals, results_markdown, update_readme
 
     evals = load_evals()
@@ -106,6 +131,10 @@ def cmd_results(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand.
+
+    Book: chapter 5.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m a3c_core", description=__doc__.split("\n")[0]
     )
@@ -172,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line; usage errors end with one line and exit code 2.
+
+    Book: chapter 5.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

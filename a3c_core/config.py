@@ -15,11 +15,19 @@ from dataclasses import dataclass
 
 
 class ConfigError(ValueError):
-    """A hyperparameter value that makes no sense; the message says how to fix it."""
+    """A hyperparameter value that makes no sense; the message says how to fix it.
+
+    Book: chapter 5.
+    """
 
 
 @dataclass(frozen=True)
 class A3CConfig:
+    """Every hyperparameter of a run; frozen, validated, saved as config.json.
+
+    Book: chapter 5.
+    """
+
     env_id: str = "Pong-v4"
     """Gymnasium id of the Atari game, e.g. Pong-v4, Breakout-v4, ALE/Pong-v5."""
 
@@ -119,7 +127,10 @@ def _problems(cfg: A3CConfig) -> list[str]:
 
 
 def field_docs(cls=A3CConfig) -> dict[str, str]:
-    """The docstring written under each dataclass field, read from the source."""
+    """The docstring written under each dataclass field, read from the source.
+
+    Book: chapter 5.
+    """
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body
     docs = {}

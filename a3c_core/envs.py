@@ -24,11 +24,17 @@ SEED_GAMES = ("Breakout-v4", "Pong-v4", "SpaceInvaders-v4")
 
 
 class UnknownEnvError(ValueError):
-    """A game id gymnasium does not know; the message suggests close names."""
+    """A game id gymnasium does not know; the message suggests close names.
+
+    Book: chapter 1.
+    """
 
 
 def atari_ids() -> list[str]:
-    """Every ALE game id registered with gymnasium (v4 and ALE/*-v5 families)."""
+    """Every ALE game id registered with gymnasium (v4 and ALE/*-v5 families).
+
+    Book: chapter 1.
+    """
     return sorted(
         env_id
         for env_id, spec in gym.registry.items()
@@ -37,7 +43,10 @@ def atari_ids() -> list[str]:
 
 
 def check_env_id(env_id: str) -> str:
-    """Return `env_id` if it is an ALE game, else raise with suggestions."""
+    """Return `env_id` if it is an ALE game, else raise with suggestions.
+
+    Book: chapter 1.
+    """
     ids = atari_ids()
     if env_id in ids:
         return env_id
@@ -47,7 +56,10 @@ def check_env_id(env_id: str) -> str:
 
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """One ALE environment with RGB frames (our preprocessing needs colour)."""
+    """One ALE environment with RGB frames (our preprocessing needs colour).
+
+    Book: chapter 1.
+    """
     check_env_id(env_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gymnasium warns about the old v4 ids
@@ -55,7 +67,10 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 
 
 def num_actions(env_id: str) -> int:
-    """Size of the game's minimal action set (6 for Pong, 4 for Breakout)."""
+    """Size of the game's minimal action set (6 for Pong, 4 for Breakout).
+
+    Book: chapter 1.
+    """
     env = make_env(env_id)
     try:
         return int(env.action_space.n)
@@ -64,7 +79,10 @@ def num_actions(env_id: str) -> int:
 
 
 class AtariBatch:
-    """K environments stepped together; observations are (K, 1, 80, 80) float32."""
+    """K environments stepped together; observations are (K, 1, 80, 80) float32.
+
+    Book: chapter 1.
+    """
 
     def __init__(self, env_id, num_envs, seed, max_episode_steps, reward_clip=1.0):
         self.envs = [make_env(env_id) for _ in range(num_envs)]

@@ -16,6 +16,8 @@ def discounted_returns(rewards, dones, bootstrap, gamma):
     """n-step returns R_t = r_t + gamma * R_{t+1}, cut at episode ends.
 
     rewards, dones (T, B); bootstrap (B) = V(s_T) -> returns (T, B).
+
+    Book: chapter 3.
     """
     returns = torch.empty_like(rewards)
     running = bootstrap
@@ -30,6 +32,8 @@ def gae(rewards, values, dones, bootstrap, gamma, gae_lambda):
 
     delta_t = r_t + gamma V(s_{t+1}) - V(s_t);  A_t = delta_t + gamma lambda A_{t+1}.
     rewards, values, dones (T, B); bootstrap (B) -> advantages (T, B).
+
+    Book: chapter 3.
     """
     next_values = torch.cat([values[1:], bootstrap.unsqueeze(0)])  # (T, B)
     deltas = rewards + gamma * next_values * (~dones) - values
@@ -43,7 +47,10 @@ def gae(rewards, values, dones, bootstrap, gamma, gae_lambda):
 
 @dataclass
 class LossTerms:
-    """The loss and its parts, as plain floats for logging (except `total`)."""
+    """The loss and its parts, as plain floats for logging (except `total`).
+
+    Book: chapter 3.
+    """
 
     total: torch.Tensor
     policy: float
@@ -56,6 +63,8 @@ def a3c_loss(logits, values, actions, rewards, dones, bootstrap, cfg) -> LossTer
 
     logits (T, B, A) and values (T, B) carry gradients; actions (T, B) long;
     rewards (T, B) clipped; dones (T, B) bool; bootstrap (B) = V(s_T), 0 if done.
+
+    Book: chapter 3.
     """
     log_probs = F.log_softmax(logits, dim=-1)  # (T, B, A)
     taken = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (T, B)

@@ -18,6 +18,11 @@ CONV_OUT = CONV_CHANNELS * 5 * 5  # 80 -> 40 -> 20 -> 10 -> 5 pixels per side
 
 
 class ActorCritic(nn.Module):
+    """baby-a3c's network: 4 conv + ELU, GRUCell(800, hidden), critic and actor heads.
+
+    Book: chapter 2.
+    """
+
     def __init__(self, num_actions: int, hidden_size: int = 256):
         super().__init__()
         self.conv1 = nn.Conv2d(1, CONV_CHANNELS, 3, stride=2, padding=1)

@@ -16,6 +16,11 @@ import torch
 
 
 class SharedAdam(torch.optim.Adam):
+    """torch's Adam with all its state (step, moments) created up front, shared.
+
+    Book: chapter 4.
+    """
+
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         # foreach=False: the per-tensor path updates state tensors strictly in place
         super().__init__(params, lr=lr, betas=betas, eps=eps, foreach=False)
@@ -44,13 +49,18 @@ def hand_over_grads(local: torch.nn.Module, shared: torch.nn.Module) -> None:
 
     The local grads must be fresh: the caller clears them (set to None) before
     each backward pass, so nothing accumulates across updates.
+
+    Book: chapter 4.
     """
     for local_p, shared_p in zip(local.parameters(), shared.parameters()):
         shared_p.grad = local_p.grad
 
 
 def pull_params(local: torch.nn.Module, shared: torch.nn.Module) -> None:
-    """Copy the shared weights into the local model in place (no state dict)."""
+    """Copy the shared weights into the local model in place (no state dict).
+
+    Book: chapter 4.
+    """
     with torch.no_grad():
         for local_p, shared_p in zip(local.parameters(), shared.parameters()):
             local_p.copy_(shared_p)

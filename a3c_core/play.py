@@ -29,12 +29,18 @@ MAX_EPISODE_STEPS = A3CConfig().max_episode_steps
 
 
 def game_dir(env_id: str) -> str:
-    """pong-v4 for Pong-v4; ale-pong-v5 for ALE/Pong-v5."""
+    """pong-v4 for Pong-v4; ale-pong-v5 for ALE/Pong-v5.
+
+    Book: chapter 6.
+    """
     return env_id.lower().replace("/", "-")
 
 
 def load_agent(env_id: str, checkpoint=None) -> ActorCritic:
-    """The network for `env_id` from `checkpoint` (default: pretrained/<game>/)."""
+    """The network for `env_id` from `checkpoint` (default: pretrained/<game>/).
+
+    Book: chapter 6.
+    """
     check_env_id(env_id)
     path = Path(checkpoint) if checkpoint else PRETRAINED / game_dir(env_id)
     if checkpoint is None and not path.exists():
@@ -66,7 +72,10 @@ def load_agent(env_id: str, checkpoint=None) -> ActorCritic:
 
 
 def choose_actions(logits: torch.Tensor, greedy: bool, generator) -> torch.Tensor:
-    """Sampled (as the seed played) or most likely actions; logits (B, A) -> (B)."""
+    """Sampled (as the seed played) or most likely actions; logits (B, A) -> (B).
+
+    Book: chapter 6.
+    """
     if greedy:
         return logits.argmax(-1)
     return torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(-1)
@@ -74,7 +83,10 @@ def choose_actions(logits: torch.Tensor, greedy: bool, generator) -> torch.Tenso
 
 @dataclass
 class Episode:
-    """One game: raw score, length, and optionally what the agent saw and thought."""
+    """One game: raw score, length, and optionally what the agent saw and thought.
+
+    Book: chapter 6.
+    """
 
     score: float = 0.0
     length: int = 0
@@ -88,7 +100,10 @@ def play_episode(
     model, env_id, seed=0, greedy=False, record=False, render=False, max_steps=None
 ):
     """Play one episode (at most `max_steps` agent steps, default the training cap)
-    with one environment; can record frames, values and action probabilities."""
+    with one environment; can record frames, values and action probabilities.
+
+    Book: chapter 6.
+    """
     env = make_env(env_id, render_mode="human" if render else None)
     generator = torch.Generator().manual_seed(seed)
     frame, _ = env.reset(seed=seed)
@@ -114,6 +129,8 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
     """Scores of `episodes` games, episode i reset with seed + i, played in batches.
 
     Returns a list of (score, length) in episode order.
+
+    Book: chapter 6.
     """
     envs = [make_env(env_id) for _ in range(min(num_envs, episodes))]
     generator = torch.Generator().manual_seed(seed)
@@ -145,7 +162,10 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
 
 
 def summarize(results) -> dict:
-    """mean, std (population), min, max of scores and mean length of (score, length)."""
+    """mean, std (population), min, max of scores and mean length of (score, length).
+
+    Book: chapter 6.
+    """
     scores = [score for score, _ in results]
     return {
         "episodes": len(results),
@@ -158,7 +178,10 @@ def summarize(results) -> dict:
 
 
 def save_gif(frames, path, every=2, scale=0.5, fps=30) -> Path:
-    """Write every `every`-th frame, scaled, as a looping GIF (kept small for git)."""
+    """Write every `every`-th frame, scaled, as a looping GIF (kept small for git).
+
+    Book: chapter 6.
+    """
     images = []
     for frame in frames[::every]:
         image = Image.fromarray(frame)
@@ -177,7 +200,10 @@ def save_gif(frames, path, every=2, scale=0.5, fps=30) -> Path:
 
 
 def training_info(checkpoint_dir: Path) -> dict:
-    """Agent steps and wall-clock hours of training, from the log.csv beside a model."""
+    """Agent steps and wall-clock hours of training, from the log.csv beside a model.
+
+    Book: chapter 6.
+    """
     log = checkpoint_dir / LOG
     if not log.is_file():
         return {}
@@ -199,6 +225,10 @@ def _checkpoint_dir(args) -> Path:
 
 
 def play_command(args) -> int:
+    """`python -m a3c_core play`: watch episodes, print scores, write a GIF.
+
+    Book: chapter 6.
+    """
     model = load_agent(args.env_id, args.checkpoint)
     results = []
     for i in range(args.episodes):
@@ -219,6 +249,10 @@ def play_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
+    """`python -m a3c_core evaluate`: score many seeded episodes as JSON.
+
+    Book: chapter 6.
+    """
     model = load_agent(args.env_id, args.checkpoint)
     results = evaluate(model, args.env_id, args.episodes, args.seed, args.greedy)
     report = {

@@ -18,7 +18,10 @@ _PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit images
 
 
 def bytescale(grey: np.ndarray) -> np.ndarray:
-    """scipy.misc's min-max rescale of a float image to uint8; (..., H, W) -> same."""
+    """scipy.misc's min-max rescale of a float image to uint8; (..., H, W) -> same.
+
+    Book: chapter 1.
+    """
     low = grey.min(axis=(-2, -1), keepdims=True)
     high = grey.max(axis=(-2, -1), keepdims=True)
     span = np.where(high > low, high - low, 1.0)  # a flat frame would divide by 0
@@ -27,7 +30,10 @@ def bytescale(grey: np.ndarray) -> np.ndarray:
 
 
 def prepro_reference(frame: np.ndarray) -> np.ndarray:
-    """The seed's recipe with Pillow (slow, for tests); (210, 160, 3) -> (1, 80, 80)."""
+    """The seed's recipe with Pillow (slow, for tests); (210, 160, 3) -> (1, 80, 80).
+
+    Book: chapter 1.
+    """
     grey = frame[CROP_TOP:CROP_BOTTOM].mean(2)  # (160, 160) float64
     image = Image.fromarray(bytescale(grey), mode="L")
     small = np.asarray(image.resize((SIZE, SIZE), Image.BILINEAR))
@@ -39,6 +45,8 @@ def pillow_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
 
     Follows `precompute_coeffs` in Pillow's Resample.c: a triangle filter stretched by
     the scale factor, normalised per output pixel, then rounded to 22-bit integers.
+
+    Book: chapter 1.
     """
     scale = in_size / out_size
     support = 1.0 * max(scale, 1.0)  # bilinear support is 1 input pixel, stretched
@@ -114,6 +122,8 @@ def prepro(frames: np.ndarray) -> np.ndarray:
     The min-max rescale becomes a per-frame lookup table indexed by R+G+B, and the
     resize integer arithmetic on strided slices: Pillow's exact steps, horizontal
     pass first (rounded to 8 bits), then vertical.
+
+    Book: chapter 1.
     """
     crop = frames[..., CROP_TOP:CROP_BOTTOM, :, :]
     rgb_sum = crop[..., 0].astype(np.int16) + crop[..., 1] + crop[..., 2]

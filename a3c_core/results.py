@@ -22,7 +22,10 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def load_evals(root: Path = PRETRAINED) -> list[dict]:
-    """Every pretrained/<game>/eval.json, in the seed's game order."""
+    """Every pretrained/<game>/eval.json, in the seed's game order.
+
+    Book: chapter 6.
+    """
     evals = [json.loads(p.read_text()) for p in sorted(Path(root).glob("*/eval.json"))]
     order = list(SEED_SCORES)
     return sorted(
@@ -31,7 +34,10 @@ def load_evals(root: Path = PRETRAINED) -> list[dict]:
 
 
 def results_markdown(evals: list[dict]) -> str:
-    """A markdown table: our evaluation next to the seed's published numbers."""
+    """A markdown table: our evaluation next to the seed's published numbers.
+
+    Book: chapter 6.
+    """
     lines = [
         "| game | our score: mean ± std (episodes, policy) | min .. max "
         "| trained: agent steps, hours | seed @ 40M / 80M steps |",
@@ -53,7 +59,10 @@ def results_markdown(evals: list[dict]) -> str:
 
 
 def update_readme(readme: Path, evals: list[dict]) -> bool:
-    """Replace the table between the README's markers; True if the text changed."""
+    """Replace the table between the README's markers; True if the text changed.
+
+    Book: chapter 6.
+    """
     text = readme.read_text()
     block = f"{README_START}\n{results_markdown(evals)}\n{README_END}"
     pattern = re.escape(README_START) + ".*?" + re.escape(README_END)

@@ -20,7 +20,10 @@ BLUR_SIGMA = 3.0  # blur of the frame blended in under the patch
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """scipy.ndimage.gaussian_filter (mode 'reflect', truncate 4) of a 2-D image."""
+    """scipy.ndimage.gaussian_filter (mode 'reflect', truncate 4) of a 2-D image.
+
+    Book: chapter 7.
+    """
     radius = int(4 * sigma + 0.5)
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (x / sigma) ** 2)
@@ -33,7 +36,10 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def gaussian_masks(size: int = SIZE, stride: int = STRIDE, sigma: float = MASK_SIGMA):
-    """One Gaussian bump per grid location: (G * G, size, size), peak 1."""
+    """One Gaussian bump per grid location: (G * G, size, size), peak 1.
+
+    Book: chapter 7.
+    """
     centres = np.arange(0, size, stride)
     ys, xs = np.mgrid[:size, :size]
     masks = [
@@ -49,6 +55,8 @@ def saliency_maps(model, obs: np.ndarray, hx: torch.Tensor, masks=None):
     """Policy and value saliency of one frame; obs (1, 80, 80), hx (1, H) before it.
 
     Returns two (G, G) arrays, G = 80 / STRIDE. Frame and perturbations are one batch.
+
+    Book: chapter 7.
     """
     masks = gaussian_masks() if masks is None else masks  # (N, 80, 80)
     frame = obs[0]
@@ -67,6 +75,8 @@ def upsample(grid: np.ndarray, size: int) -> np.ndarray:
 
     Grid point (i, j) scored a patch centred on input pixel (i, j) * STRIDE, so it
     lands on output pixel (i, j) * size / G; the last row and column are extended.
+
+    Book: chapter 7.
     """
     cells = size // len(grid)
     t = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None, None]
@@ -80,6 +90,8 @@ def overlay(frame: np.ndarray, policy: np.ndarray, value: np.ndarray, strength=N
 
     Each map is scaled by its own maximum (or by `strength`, a (policy, value) pair
     of maxima, to keep colours comparable across the frames of an episode).
+
+    Book: chapter 7.
     """
     rows, cols = CROP_BOTTOM - CROP_TOP, frame.shape[1]
     out = frame.astype(np.float32)
@@ -93,7 +105,10 @@ def overlay(frame: np.ndarray, policy: np.ndarray, value: np.ndarray, strength=N
 
 @torch.no_grad()
 def saliency_rollout(model, env_id: str, steps: int, seed: int = 0, greedy=False):
-    """Play up to `steps` agent steps; returns [(raw frame, policy map, value map)]."""
+    """Play up to `steps` agent steps; returns [(raw frame, policy map, value map)].
+
+    Book: chapter 7.
+    """
     from .envs import make_env
     from .play import choose_actions
     from .preprocess import prepro
@@ -116,7 +131,10 @@ def saliency_rollout(model, env_id: str, steps: int, seed: int = 0, greedy=False
 
 
 def overlay_rollout(rollout) -> list:
-    """Overlays of a `saliency_rollout`, coloured on one scale for the whole episode."""
+    """Overlays of a `saliency_rollout`, coloured on one scale for the whole episode.
+
+    Book: chapter 7.
+    """
     strength = (
         max(p.max() for _, p, _ in rollout),
         max(v.max() for _, _, v in rollout),

@@ -9,12 +9,18 @@ import inspect
 
 
 def source(obj) -> str:
-    """The source text of a function, class, method or module."""
+    """The source text of a function, class, method or module.
+
+    Book: chapter 1.
+    """
     return inspect.getsource(obj)
 
 
 def show(obj):
-    """Display `obj`'s source with syntax highlighting (plain text outside Jupyter)."""
+    """Display `obj`'s source with syntax highlighting (plain text outside Jupyter).
+
+    Book: chapter 1.
+    """
     from IPython.display import Code
 
     module = inspect.getmodule(obj)

@@ -49,12 +49,18 @@ LOG_COLUMNS = (
 
 
 class TrainingError(RuntimeError):
-    """The run stopped abnormally (a worker died, the loss became NaN, ...)."""
+    """The run stopped abnormally (a worker died, the loss became NaN, ...).
+
+    Book: chapter 5.
+    """
 
 
 @dataclass
 class Progress:
-    """What a checkpoint remembers besides weights: counters and the log position."""
+    """What a checkpoint remembers besides weights: counters and the log position.
+
+    Book: chapter 5.
+    """
 
     agent_steps: int = 0
     episodes: int = 0
@@ -75,7 +81,10 @@ class Progress:
 
 
 def open_log(run_dir: Path, keep_rows: int):
-    """log.csv opened for appending, cut back to the rows the checkpoint covers."""
+    """log.csv opened for appending, cut back to the rows the checkpoint covers.
+
+    Book: chapter 5.
+    """
     path = run_dir / LOG
     rows = []
     if keep_rows and path.exists():
@@ -87,7 +96,10 @@ def open_log(run_dir: Path, keep_rows: int):
 
 
 def log_row(p: Progress, losses: list, samples_per_update: int, rate: float) -> list:
-    """One log.csv row; losses are means per agent step over the recent updates."""
+    """One log.csv row; losses are means per agent step over the recent updates.
+
+    Book: chapter 5.
+    """
     per_step = [
         sum(column) / (samples_per_update * len(losses)) for column in zip(*losses)
     ]
@@ -104,7 +116,10 @@ def log_row(p: Progress, losses: list, samples_per_update: int, rate: float) -> 
 
 
 def format_line(row: list) -> str:
-    """The console version of a log row."""
+    """The console version of a log row.
+
+    Book: chapter 5.
+    """
     r = dict(zip(LOG_COLUMNS, row))
     hours, rest = divmod(int(float(r["elapsed_s"])), 3600)
     return (
@@ -116,7 +131,10 @@ def format_line(row: list) -> str:
 
 
 class Trainer:
-    """Owns the shared model, optimizer, counters and worker processes of one run."""
+    """Owns the shared model, optimizer, counters and worker processes of one run.
+
+    Book: chapter 5.
+    """
 
     def __init__(self, cfg: A3CConfig, run_dir, state: dict | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -268,7 +286,10 @@ class Trainer:
 
 
 def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
-    """Check the run folder; returns the saved state when resuming."""
+    """Check the run folder; returns the saved state when resuming.
+
+    Book: chapter 5.
+    """
     run_dir = Path(run_dir)
     if not resume:
         if (run_dir / CHECKPOINT).exists():
@@ -293,6 +314,8 @@ def train(cfg: A3CConfig, run_dir, resume: bool = False, show_progress: bool = T
 
     Ctrl-C and SIGTERM stop the workers after their current update and write a
     final checkpoint; `resume=True` continues from the checkpoint in `run_dir`.
+
+    Book: chapter 5.
     """
     trainer = Trainer(cfg, run_dir, prepare_run(cfg, run_dir, resume))
 

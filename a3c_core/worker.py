@@ -23,11 +23,17 @@ from .optim import hand_over_grads, pull_params
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss or the network became NaN or infinite: the run stops, no update."""
+    """The loss or the network became NaN or infinite: the run stops, no update.
+
+    Book: chapter 5.
+    """
 
 
 class SharedCounters:
-    """Agent steps and updates of all workers, exact: every change holds the lock."""
+    """Agent steps and updates of all workers, exact: every change holds the lock.
+
+    Book: chapter 5.
+    """
 
     def __init__(self, ctx, steps: int = 0, updates: int = 0):
         self.lock = ctx.Lock()
@@ -44,7 +50,10 @@ class SharedCounters:
 
 @dataclass
 class Rollout:
-    """T steps of K environments, time-major; values and logits carry gradients."""
+    """T steps of K environments, time-major; values and logits carry gradients.
+
+    Book: chapter 5.
+    """
 
     values: torch.Tensor  # (T, K)
     logits: torch.Tensor  # (T, K, A)
@@ -59,6 +68,8 @@ def collect(model, envs, hx, new_episode, rollout_len, generator, events):
     hx (K, H) is the memory before the rollout and `new_episode` (K) marks games
     whose episode starts now (their memory is reset). Returns the `Rollout`, the
     memory after it and the games that start a new episode next.
+
+    Book: chapter 5.
     """
     steps = []
     for _ in range(rollout_len):
@@ -79,7 +90,10 @@ def collect(model, envs, hx, new_episode, rollout_len, generator, events):
 
 
 def learn(model, rollout, bootstrap, cfg):
-    """Backpropagate the A3C loss of a rollout; returns its `LossTerms`."""
+    """Backpropagate the A3C loss of a rollout; returns its `LossTerms`.
+
+    Book: chapter 5.
+    """
     model.zero_grad(set_to_none=True)  # fresh grads every update
     r = rollout
     terms = a3c_loss(r.logits, r.values, r.actions, r.rewards, r.dones, bootstrap, cfg)
@@ -91,7 +105,10 @@ def learn(model, rollout, bootstrap, cfg):
 
 
 def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
-    """The worker loop: collect a rollout, learn from it, update the shared model."""
+    """The worker loop: collect a rollout, learn from it, update the shared model.
+
+    Book: chapter 5.
+    """
     torch.manual_seed(cfg.seed + rank)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     K = cfg.envs_per_worker
@@ -123,7 +140,10 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
 
 
 def worker_main(rank, cfg, shared_model, optimizer, counters, events, stop):
-    """Process entry point: one torch thread, and any error reported to the trainer."""
+    """Process entry point: one torch thread, and any error reported to the trainer.
+
+    Book: chapter 5.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     torch.set_num_threads(1)
     try:

@@ -91,6 +91,20 @@ def test_every_module_names_the_chapter_that_explains_it():
             assert any(c.startswith(f"0{number}_") for c in CHAPTERS), (module, number)
 
 
+def test_every_public_object_links_back_to_its_chapter():
+    for module in MODULES:
+        for name, obj in vars(module).items():
+            if (
+                name.startswith("_")
+                or getattr(obj, "__module__", None) != module.__name__
+            ):
+                continue
+            if callable(obj):
+                assert re.search(r"chapter \d", obj.__doc__ or ""), (
+                    f"{module.__name__}.{name}"
+                )
+
+
 def test_show_displays_the_real_source():
     shown = show(a3c_core.loss.gae)
     assert "def gae(" in shown.data and "a3c_core/loss.py" in shown.data
