@@ -14,6 +14,7 @@ from pathlib import Path
 from .checkpoint import CheckpointError, load_training_checkpoint
 from .config import SEED_PRESET, A3CConfig, ConfigError, field_docs
 from .envs import UnknownEnvError, check_env_id
+from .train import TrainingError, train
 
 USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
 
@@ -83,8 +84,6 @@ def cmd_train(args) -> int:
 
     Book: chapter 5.
     """
-    from .train import train  # imported late: torch start-up is slow for --help
-
     cfg, run_dir, resume = train_config(args)
     print(
         f"{'resuming' if resume else 'training'} {cfg.env_id} in {run_dir}", flush=True
@@ -214,8 +213,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as error:  # TrainingError: a worker died or the loss was NaN
-        if type(error).__name__ != "TrainingError":
-            raise
+    except TrainingError as error:  # a worker died or the loss became NaN
         print(f"error: {error}", file=sys.stderr)
         return 1
