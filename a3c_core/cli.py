@@ -14,6 +14,7 @@ from pathlib import Path
 from .checkpoint import CheckpointError, load_training_checkpoint
 from .config import SEED_PRESET, A3CConfig, ConfigError, field_docs
 from .envs import UnknownEnvError, check_env_id
+from .play import game_dir
 from .train import TrainingError, train
 
 USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
@@ -50,7 +51,7 @@ def default_run_dir(env_id: str) -> Path:
 
     Book: chapter 5.
     """
-    return Path("runs") / env_id.lower().replace("/", "-")
+    return Path("runs") / game_dir(env_id)
 
 
 def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
