@@ -2,10 +2,14 @@
 
 A worker plays `envs_per_worker` games in lockstep with a local copy of the shared
 model, one batched forward pass per step. Every `rollout_len` steps it computes the
-A3C loss of the rollout, backpropagates through it (the graph was kept while acting:
-recomputing the rollout would cost a second forward pass), clips its gradient and
-applies it to the shared model with the shared optimizer, without waiting for the
-other workers (Hogwild). Then it copies the shared weights back and goes on.
+A3C loss of the rollout, backpropagates through it, clips its gradient and applies
+it to the shared model with the shared optimizer, without waiting for the other
+workers (Hogwild). Then it copies the shared weights back and goes on.
+
+While acting it keeps the autograd graph of the convolutional features only (they
+are the expensive part; recomputing them would cost a second forward pass); the
+cheap GRU and heads run without a graph and are replayed over the whole rollout in
+`learn`, where the GRU's input weights become one large matrix product.
 """
 
 import multiprocessing as mp
@@ -50,20 +54,21 @@ class SharedCounters:
 
 @dataclass
 class Rollout:
-    """T steps of K environments, time-major; values and logits carry gradients.
+    """T steps of K environments, time-major; the features carry their graph.
 
     Book: chapter 5.
     """
 
-    values: torch.Tensor  # (T, K)
-    logits: torch.Tensor  # (T, K, A)
+    features: torch.Tensor  # (T, K, 800) convolutional features, graph kept
+    start_hx: torch.Tensor  # (K, H) the GRU memory before the rollout, no graph
+    resets: torch.Tensor  # (T, K) bool: an episode starts at this step
     actions: torch.Tensor  # (T, K) long
     rewards: torch.Tensor  # (T, K) clipped
     dones: torch.Tensor  # (T, K) bool: the episode ended at this step
 
 
 def collect(model, envs, hx, new_episode, rollout_len, generator, events):
-    """Play `rollout_len` steps with sampled actions, keeping the autograd graph.
+    """Play `rollout_len` steps with sampled actions, keeping the features' graph.
 
     hx (K, H) is the memory before the rollout and `new_episode` (K) marks games
     whose episode starts now (their memory is reset). Returns the `Rollout`, the
@@ -71,21 +76,24 @@ def collect(model, envs, hx, new_episode, rollout_len, generator, events):
 
     Book: chapter 5.
     """
-    steps = []
+    start_hx, steps = hx, []
     for _ in range(rollout_len):
-        hx = hx * (~new_episode).unsqueeze(-1)  # (K, H)
-        values, logits, hx = model(torch.from_numpy(envs.obs), hx)
-        if not torch.isfinite(logits).all():
-            raise NonFiniteLoss("the network outputs NaN or inf: the weights diverged")
-        with torch.no_grad():
-            probs = F.softmax(logits, dim=-1)  # (K, A)
+        features = model.features(torch.from_numpy(envs.obs))  # (K, 800), graph kept
+        with torch.no_grad():  # `learn` replays the memory and heads with a graph
+            hx = model.gru(features, hx * (~new_episode).unsqueeze(-1))  # (K, H)
+            logits = model.actor_linear(hx)  # (K, A)
+            if not torch.isfinite(logits).all():
+                raise NonFiniteLoss("the network outputs NaN or inf: weights diverged")
+            probs = F.softmax(logits, dim=-1)
             actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        reset = new_episode  # games whose memory started from zero at this step
         rewards, dones, finished = envs.step(actions.numpy())
         new_episode = torch.from_numpy(dones)
-        steps.append((values, logits, actions, torch.from_numpy(rewards), new_episode))
+        steps.append((features, reset, actions, torch.from_numpy(rewards), new_episode))
         for episode_return, length in finished:
             events.put(("episode", episode_return, length))
-    rollout = Rollout(*(torch.stack(column) for column in zip(*steps)))
+    features, resets, actions, rewards, dones = (torch.stack(c) for c in zip(*steps))
+    rollout = Rollout(features, start_hx, resets, actions, rewards, dones)
     return rollout, hx, new_episode
 
 
@@ -96,7 +104,8 @@ def learn(model, rollout, bootstrap, cfg):
     """
     model.zero_grad(set_to_none=True)  # fresh grads every update
     r = rollout
-    terms = a3c_loss(r.logits, r.values, r.actions, r.rewards, r.dones, bootstrap, cfg)
+    values, logits = model.unroll(r.features, r.start_hx, r.resets)  # (T, K), (T, K, A)
+    terms = a3c_loss(logits, values, r.actions, r.rewards, r.dones, bootstrap, cfg)
     if not torch.isfinite(terms.total):
         raise NonFiniteLoss(f"the loss is {terms.total.item()} (NaN or inf)")
     terms.total.backward()
@@ -127,8 +136,8 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
         )
         with torch.no_grad():  # V(s_T); ignored by the loss where the game just ended
             bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
+        # learn replays the memory from rollout.start_hx, a constant: truncated BPTT
         terms = learn(model, rollout, bootstrap, cfg)
-        hx = hx.detach()  # truncated backpropagation through time
         hand_over_grads(model, shared_model)
         optimizer.step()
         counters.add(steps=cfg.rollout_len * K, updates=1)

@@ -86,81 +86,83 @@ def trainer_rate(cfg: A3CConfig, seconds: float, warmup: float = 20.0) -> float:
     return (steps[-1] - steps[0]) / (times[-1] - times[0])
 
 
+class TimedBatch(AtariBatch):
+    """`AtariBatch` adding up the time spent in `step` (games + preprocessing)."""
+
+    seconds = 0.0
+
+    def step(self, actions):
+        start = time.perf_counter()
+        out = super().step(actions)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
 class Stopwatch:
-    """Accumulates wall time per named part."""
+    """Accumulates wall time per named part, lap after lap."""
 
     def __init__(self):
         self.totals: dict[str, float] = {}
+        self.last = time.perf_counter()
 
-    def add(self, name: str, since: float) -> float:
+    def lap(self, name: str, minus: float = 0.0) -> None:
         now = time.perf_counter()
-        self.totals[name] = self.totals.get(name, 0.0) + now - since
-        return now
+        self.add(name, now - self.last - minus)
+        self.last = now
+
+    def add(self, name: str, seconds: float) -> None:
+        self.totals[name] = self.totals.get(name, 0.0) + seconds
 
 
 def breakdown(cfg: A3CConfig, updates: int = 30) -> dict[str, float]:
-    """Milliseconds per agent step of one worker's parts, the worker loop unrolled."""
-    from a3c_core.loss import a3c_loss
+    """Milliseconds per agent step of one worker's parts, timing the package's own
+    `collect` and `learn` (as `run_worker` calls them) on one core."""
+    import queue
+
     from a3c_core.optim import SharedAdam, hand_over_grads, pull_params
     from a3c_core.preprocess import prepro
+    from a3c_core.worker import collect, learn
 
     torch.set_num_threads(1)
     K, T = cfg.envs_per_worker, cfg.rollout_len
-    envs = AtariBatch(cfg.env_id, K, 0, cfg.max_episode_steps)
-    shared = ActorCritic(envs.envs[0].action_space.n).to(
-        memory_format=torch.channels_last
+    envs = TimedBatch(cfg.env_id, K, 0, cfg.max_episode_steps)
+    actions = envs.envs[0].action_space.n
+    shared, local = (
+        ActorCritic(actions).to(memory_format=torch.channels_last) for _ in range(2)
     )
     shared.share_memory()
-    local = ActorCritic(envs.envs[0].action_space.n).to(
-        memory_format=torch.channels_last
-    )
     optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
-    hx, watch = local.initial_state(K), Stopwatch()
-    frames = np.stack(
-        [env.unwrapped.ale.getScreenRGB() for env in envs.envs]
-    )  # (K, 210, 160, 3)
+    generator, events = torch.Generator().manual_seed(0), queue.Queue()
+    hx, new_episode = local.initial_state(K), torch.ones(K, dtype=torch.bool)
+    watch = Stopwatch()
     for update in range(updates + 2):
         if update == 2:
-            watch = Stopwatch()  # the first updates warm up allocators and caches
-        t = time.perf_counter()
-        out = []
-        for _ in range(T):
-            values, logits, hx = local(torch.from_numpy(envs.obs), hx)
-            actions = torch.multinomial(torch.softmax(logits.detach(), -1), 1).squeeze(
-                -1
-            )
-            t = watch.add("forward (acting, graph kept)", t)
-            rewards, dones, _ = envs.step(actions.numpy())
-            t = watch.add("environment + preprocessing", t)
-            prepro(frames)  # timed separately, subtracted from the line above
-            t = watch.add("preprocessing", t)
-            out.append(
-                (
-                    values,
-                    logits,
-                    actions,
-                    torch.from_numpy(rewards),
-                    torch.from_numpy(dones),
-                )
-            )
-        values, logits, actions, rewards, dones = (torch.stack(c) for c in zip(*out))
-        local.zero_grad(set_to_none=True)
-        loss = a3c_loss(
-            logits, values, actions, rewards, dones, values[-1].detach(), cfg
+            watch = Stopwatch()  # the first 2 updates warm up caches and allocators
+        envs.seconds = 0.0
+        rollout, hx, new_episode = collect(
+            local, envs, hx, new_episode, T, generator, events
         )
-        loss.total.backward()
-        torch.nn.utils.clip_grad_norm_(local.parameters(), cfg.max_grad_norm)
-        t = watch.add("loss + backward", t)
+        with torch.no_grad():
+            bootstrap, _, _ = local(torch.from_numpy(envs.obs), hx)
+        watch.lap("acting (forward)", minus=envs.seconds)
+        watch.add("environment + preprocessing", envs.seconds)
+        learn(local, rollout, bootstrap, cfg)
+        watch.lap("learning (replay, loss, backward)")
         hand_over_grads(local, shared)
         optimizer.step()
-        t = watch.add("optimizer step", t)
+        watch.lap("optimizer step")
         pull_params(local, shared)
-        hx = hx.detach()
-        watch.add("sync weights", t)
-    per_step = {k: 1000 * v / (updates * T * K) for k, v in watch.totals.items()}
-    per_step["environment"] = (
-        per_step.pop("environment + preprocessing") - per_step["preprocessing"]
+        watch.lap("sync weights")
+    totals = watch.totals
+    frames = np.stack([env.unwrapped.ale.getScreenRGB() for env in envs.envs])
+    start = time.perf_counter()
+    for _ in range(updates * T):
+        prepro(frames)  # (K, 210, 160, 3): as often as the games stepped
+    totals["preprocessing"] = time.perf_counter() - start
+    totals["environment"] = (
+        totals.pop("environment + preprocessing") - totals["preprocessing"]
     )
+    per_step = {k: 1000 * v / (updates * T * K) for k, v in totals.items()}
     return dict(sorted(per_step.items(), key=lambda kv: -kv[1]))
 
 

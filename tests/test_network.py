@@ -1,7 +1,8 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from a3c_core.network import ActorCritic
+from a3c_core.network import ActorCritic, FastELU, gru_cell
 from tests.conftest import baby_a3c_checkpoint
 
 
@@ -56,3 +57,43 @@ def test_channels_last_model_computes_the_same_as_default_layout():
     frames, hx = torch.rand(4, 1, 80, 80), torch.rand(4, 256)
     for a, b in zip(model(frames, hx), fast(frames, hx)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_elu_matches_torch_elu_and_its_gradient():
+    x = torch.linspace(-20, 20, 100_001)
+    x[::7] = 0.0
+    y = FastELU.apply(x.clone())
+    torch.testing.assert_close(y, F.elu(x), rtol=0, atol=1e-7)
+    assert torch.equal(y[x > 0], x[x > 0])  # exact on the positive side
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    grad = torch.randn_like(x)
+    F.elu(a * 1).backward(grad)
+    FastELU.apply(b * 1).backward(grad)
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6)
+
+
+def test_gru_cell_is_torchs_gru_cell():
+    torch.manual_seed(0)
+    cell = torch.nn.GRUCell(800, 256)
+    x, hx = torch.randn(5, 800), torch.randn(5, 256)
+    gi = F.linear(x, cell.weight_ih, cell.bias_ih)
+    ours = gru_cell(gi, hx, cell.weight_hh, cell.bias_hh)
+    torch.testing.assert_close(ours, cell(x, hx), rtol=1e-6, atol=1e-6)
+
+
+def test_unroll_equals_stepping_forward_with_resets():
+    torch.manual_seed(0)
+    model = ActorCritic(6)
+    T, B = 6, 3
+    frames, hx = torch.rand(T, B, 1, 80, 80), torch.rand(B, 256)
+    resets = torch.zeros(T, B, dtype=torch.bool)
+    resets[0, 1] = resets[3, 0] = True
+    expected, h = [], hx
+    for t in range(T):
+        values, logits, h = model(frames[t], h * ~resets[t].unsqueeze(-1))
+        expected.append((values, logits))
+    features = model.features(frames.reshape(T * B, 1, 80, 80)).reshape(T, B, 800)
+    values, logits = model.unroll(features, hx, resets)
+    torch.testing.assert_close(values, torch.stack([v for v, _ in expected]))
+    torch.testing.assert_close(logits, torch.stack([lg for _, lg in expected]))

@@ -8,33 +8,45 @@ from a3c_core.network import ActorCritic
 from a3c_core.worker import collect
 
 
-class SpyModel(ActorCritic):
-    """Records the memory each step starts from."""
-
-    def forward(self, frames, hx):
-        self.seen.append(hx.detach().clone())
-        return super().forward(frames, hx)
-
-
 def test_collect_resets_memory_at_episode_ends_and_reports_episodes():
     torch.manual_seed(0)
-    model, events = SpyModel(6), queue.Queue()
-    model.seen = []
+    model, events, seen = ActorCritic(6), queue.Queue(), []
+    # record the memory each acting step starts from
+    model.gru.register_forward_pre_hook(lambda _, args: seen.append(args[1].clone()))
     envs = AtariBatch("Pong-v4", num_envs=2, seed=0, max_episode_steps=4)
     hx, new_episode = torch.rand(2, 256), torch.tensor([False, True])
     generator = torch.Generator().manual_seed(0)
     rollout, hx, new_episode = collect(
         model, envs, hx, new_episode, 10, generator, events
     )
-    assert rollout.values.shape == (10, 2) and rollout.logits.shape == (10, 2, 6)
-    assert rollout.values.requires_grad  # the graph is kept for the update
+    assert rollout.features.shape == (10, 2, 800) and rollout.actions.shape == (10, 2)
+    assert rollout.features.requires_grad  # the graph is kept for the update
+    assert not hx.requires_grad  # the memory carried on holds no graph
     # env 1 starts an episode at step 0; both end an episode every 4 steps
     ends = rollout.dones.numpy()
     np.testing.assert_array_equal(ends[:, 1], [t % 4 == 3 for t in range(10)])
     for t in range(1, 10):
         for k in range(2):
-            assert (model.seen[t][k].abs().sum() == 0) == bool(ends[t - 1, k])
-    assert model.seen[0][1].abs().sum() == 0 and model.seen[0][0].abs().sum() > 0
+            assert (seen[t][k].abs().sum() == 0) == bool(ends[t - 1, k])
+    assert seen[0][1].abs().sum() == 0 and seen[0][0].abs().sum() > 0
     episodes = [event for event in list(events.queue) if event[0] == "episode"]
     assert len(episodes) == ends.sum()
+    envs.close()
+    np.testing.assert_array_equal(rollout.resets[1:].numpy(), ends[:-1])
+    assert rollout.resets[0].tolist() == [False, True]
+
+
+def test_learn_replays_the_acting_pass():
+    """The values and logits `learn` differentiates are the ones the worker acted on."""
+    torch.manual_seed(0)
+    model, events, logits_seen = ActorCritic(6), queue.Queue(), []
+    model.actor_linear.register_forward_hook(lambda *a: logits_seen.append(a[2]))
+    envs = AtariBatch("Pong-v4", num_envs=3, seed=1, max_episode_steps=5)
+    hx, new_episode = torch.rand(3, 256), torch.tensor([True, False, False])
+    rollout, _, _ = collect(
+        model, envs, hx, new_episode, 8, torch.Generator().manual_seed(0), events
+    )
+    values, logits = model.unroll(rollout.features, rollout.start_hx, rollout.resets)
+    torch.testing.assert_close(logits.detach(), torch.stack(logits_seen[:8]))
+    assert rollout.resets.any() and values.shape == (8, 3)
     envs.close()
