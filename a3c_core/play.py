@@ -68,7 +68,7 @@ def load_agent(env_id: str, checkpoint=None) -> ActorCritic:
         raise CheckpointError(
             f"{path} does not fit the network: {str(e).splitlines()[0]}"
         ) from None
-    return model.eval()
+    return model.to(memory_format=torch.channels_last).eval()  # faster convolutions
 
 
 def choose_actions(logits: torch.Tensor, greedy: bool, generator) -> torch.Tensor:

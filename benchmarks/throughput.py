@@ -5,8 +5,9 @@ Measures, in one run and on one game:
                    preprocessing, no network, one process per worker;
   (b) classic_a3c: the real trainer with one environment per worker (K = 1);
   (c) default:     the real trainer with the default A3CConfig;
-then the ratios c/a and c/b, inference speed on one core (`a3c_core.play.evaluate`),
-and where one worker's time goes. Writes benchmarks/throughput.json.
+then the ratios c/a and c/b, inference speed on one core (`a3c_core.play.evaluate`,
+and the network's forward pass alone) and where one worker's time goes. Writes
+benchmarks/throughput.json.
 
     python benchmarks/throughput.py --env Pong-v4 --seconds 40
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from a3c_core.config import A3CConfig
-from a3c_core.envs import AtariBatch
+from a3c_core.envs import AtariBatch, num_actions
 from a3c_core.network import ActorCritic
 from a3c_core.play import evaluate
 from a3c_core.train import MALLOC_TUNING
@@ -170,10 +171,23 @@ def inference_rate(cfg: A3CConfig, episodes: int = 8) -> float:
     """Agent steps/s of `evaluate` (batched play) on one core, untrained weights."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = ActorCritic(AtariBatch(cfg.env_id, 1, 0, 10).envs[0].action_space.n).eval()
+    model = ActorCritic(num_actions(cfg.env_id)).to(memory_format=torch.channels_last)
     start = time.perf_counter()
-    results = evaluate(model, cfg.env_id, episodes=episodes, seed=0, num_envs=8)
+    results = evaluate(model.eval(), cfg.env_id, episodes=episodes, seed=0, num_envs=8)
     return sum(length for _, length in results) / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def network_rate(cfg: A3CConfig, batch: int = 8, seconds: float = 10.0) -> float:
+    """Agent steps/s of the network's forward pass alone (no games), one core."""
+    torch.set_num_threads(1)
+    model = ActorCritic(num_actions(cfg.env_id)).to(memory_format=torch.channels_last)
+    frames, hx = torch.rand(batch, 1, 80, 80), model.initial_state(batch)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, hx = model(frames, hx)
+        steps += batch
+    return steps / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -205,6 +219,7 @@ def main() -> None:
             "default_over_classic": rates["default"] / rates["classic_a3c"],
         },
         "inference_steps_per_s_one_core": inference_rate(default),
+        "network_forward_steps_per_s_one_core": network_rate(default),
         "breakdown_ms_per_step": breakdown(default),
     }
     print(json.dumps(report, indent=2))
