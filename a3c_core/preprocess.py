@@ -15,6 +15,7 @@ from PIL import Image
 CROP_TOP, CROP_BOTTOM = 35, 195  # the playfield rows of a 210x160 Atari frame
 SIZE = 80  # side of the square network input
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit images
+_GREY_LEVELS = np.arange(3 * 255 + 1) / 3.0  # R+G+B -> exactly numpy's mean of 3 uint8
 
 
 def bytescale(grey: np.ndarray) -> np.ndarray:
@@ -69,7 +70,8 @@ def _halving_taps(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     the same weights, 2**19 * [1, 3, 3, 1] in Pillow's fixed point; dividing them and
     the rounding term by their common factor gives the same result in int16
     arithmetic. Only the first and last output pixels (3 taps each) differ. Checked
-    here, so that the fast path cannot silently drift from Pillow.
+    here, with `_check_border_rounding`, so that the fast path cannot silently drift
+    from Pillow.
     """
     n_out = len(weights)
     taps = weights[1, 1:5]
@@ -77,8 +79,28 @@ def _halving_taps(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         assert np.array_equal(weights[i, 2 * i - 1 : 2 * i + 3], taps)
         assert weights[i].sum() == taps.sum()
     common = np.gcd.reduce(np.append(taps, 1 << (_PRECISION_BITS - 1)))
+    # what `_halve` hard-codes: (x1 + 3 * x2 + 3 * x3 + x4 + 4) >> 3
+    assert np.array_equal(taps, np.array([1, 3, 3, 1]) << (_PRECISION_BITS - 3))
     borders = np.stack([weights[0, :3], weights[-1, -3:]])  # (2, 3)
+    _check_border_rounding(borders)
     return borders, taps // common, int(np.log2(common))
+
+
+def _check_border_rounding(borders: np.ndarray) -> None:
+    """Assert that the 3-tap border pixels round like `(n + 3) // 7`.
+
+    A border output pixel mixes the two input pixels next to it and one further out,
+    with weights of about 3/7, 3/7 and 1/7. Tried on every possible input, Pillow's
+    22-bit weights give exactly round(n / 7) = (n + 3) // 7 (n / 7 is never halfway
+    between integers), where n = 3 * (sum of the near pair) + far pixel, which
+    `_halve` computes in int16.
+    """
+    pair, far = np.ogrid[: 2 * 255 + 1, : 255 + 1]  # every near-pair sum, far pixel
+    half = 1 << (_PRECISION_BITS - 1)
+    for near, near_too, other in (borders[0], borders[1, ::-1]):
+        assert near == near_too
+        pillow = (near * pair + other * far + half) >> _PRECISION_BITS
+        assert np.array_equal(pillow, (3 * pair + far + 3) // 7)
 
 
 _BORDERS, _TAPS, _TAPS_SHIFT = _halving_taps(
@@ -86,52 +108,86 @@ _BORDERS, _TAPS, _TAPS_SHIFT = _halving_taps(
 )
 
 
-def _halve_last_axis(x: np.ndarray) -> np.ndarray:
-    """Pillow's bilinear 2:1 resize of the last axis of an int16 image, in integers."""
-    n = x.shape[-1]
-    a, b, c, d = (int(t) for t in _TAPS)
-    shift = _PRECISION_BITS - _TAPS_SHIFT
-    out = np.empty(x.shape[:-1] + (n // 2,), dtype=np.int16)
-    interior = (
-        a * x[..., 1 : n - 3 : 2]
-        + b * x[..., 2 : n - 2 : 2]
-        + c * x[..., 3 : n - 1 : 2]
-        + d * x[..., 4:n:2]
-    )
-    out[..., 1:-1] = (interior + (1 << (shift - 1))) >> shift
-    for col, taps, inputs in (
-        (0, _BORDERS[0], x[..., :3]),
-        (-1, _BORDERS[1], x[..., -3:]),
-    ):
-        total = inputs.astype(np.int64) @ taps + (1 << (_PRECISION_BITS - 1))
-        out[..., col] = total >> _PRECISION_BITS
+def _halve(even: np.ndarray, odd: np.ndarray, axis: int) -> np.ndarray:
+    """Pillow's bilinear 2:1 resize along `axis` (-1 or -2) of (N, ..., 80, 81) planes.
+
+    `even` and `odd` hold the int16 input lines 2i and 2i+1; the output has their
+    shape. Interior pixel i is (x[2i-1] + 3 * (x[2i] + x[2i+1]) + x[2i+2] + 4) >> 3,
+    each term a shift of a whole plane, so every operation runs over contiguous
+    memory. Shifted past the first or last line, a plane reads nothing (the edge of a
+    frame) or column 80, which must be 0 when `axis` is -1; so the border pixels get
+    the sum of their 3 taps and are rounded apart (see `_check_border_rounding`).
+    """
+    step = 1 if axis == -1 else even.shape[-1]  # distance to the next line
+    out = np.add(even, odd)
+    out *= 3
+    flat, e, o = (x.reshape(len(x), -1) for x in (out, even, odd))  # a row per frame
+    flat[:, step:] += o[:, :-step]  # x[2i-1]
+    flat[:, :-step] += e[:, step:]  # x[2i+2]
+    edges = out.swapaxes(axis, -1)[..., :: SIZE - 1]  # output lines 0 and 79
+    edge_values = (edges + 3) // 7
+    out += 4
+    out >>= 3
+    edges[...] = edge_values
     return out  # weights are non-negative and sum to 1, so no clipping is needed
+
+
+def _channel_sums(batch: np.ndarray) -> np.ndarray:
+    """R+G+B of the cropped (N, 210, 160, 3) frames as (N, 2, 2, 80, 81) int16 planes.
+
+    Entry [n, p, q, i, j] is the pixel at row 2i+q, column 2j+p, so that the two
+    resize passes find even and odd columns, then rows, in separate planes. Column
+    80 pads each row; it repeats column 0, so it changes no frame's min or max.
+    """
+    height, width = CROP_BOTTOM - CROP_TOP, 2 * SIZE
+    sums = np.empty((len(batch), 2, 2, SIZE, SIZE + 1), np.int16)
+    lanes = np.empty(height * width * 3, np.int16)  # one crop as R, G, B, R, G, B, ...
+    triples = np.empty_like(lanes)  # sums of 3 neighbours: every third is R+G+B
+    pixels = triples[::3].reshape(SIZE, 2, SIZE, 2).transpose(3, 1, 0, 2)  # p, q, i, j
+    crops = batch[:, CROP_TOP:CROP_BOTTOM]
+    for crop, out in zip(crops, sums[..., :SIZE]):  # a frame at a time stays in cache
+        np.copyto(lanes.reshape(crop.shape), crop)
+        # shifted copies are contiguous and vectorised, unlike every third lane
+        np.add(lanes[:-2], lanes[1:-1], out=triples[:-2])
+        triples[:-2] += lanes[2:]
+        np.copyto(out, pixels)  # the one strided pass
+    sums[..., SIZE] = sums[..., 0]
+    return sums
 
 
 def _bytescale_lut(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """`bytescale` of every possible grey value (sum of R, G, B = 0..765) per frame."""
-    grey_levels = np.arange(3 * 255 + 1) / 3.0  # exactly numpy's mean of 3 uint8
     span = np.where(high > low, high - low, 1.0)[:, None]
-    scaled = (grey_levels - low[:, None]) * (255.0 / span)
+    scaled = (_GREY_LEVELS - low[:, None]) * (255.0 / span)
     return (scaled.clip(0, 255) + 0.5).astype(np.int16)  # (N, 766)
+
+
+def _grey_planes(batch: np.ndarray) -> np.ndarray:
+    """The min-max rescaled grey of `batch`, in `_channel_sums` planes padded by 0."""
+    sums = _channel_sums(batch)
+    flat = sums.reshape(len(sums), -1)
+    lows, highs = flat.min(-1), flat.max(-1)
+    lut = _bytescale_lut(lows / 3.0, highs / 3.0)  # (N, 766)
+    sums[..., SIZE] = lows[:, None, None, None]  # the padding: the table maps it to 0
+    for frame, table in zip(sums, lut):
+        # in place (take first converts the int16 indices to a new intp array); numpy
+        # buffers `out` in the default mode "raise", and every index is in range anyway
+        np.take(table, frame, out=frame, mode="wrap")
+    return sums
 
 
 def prepro(frames: np.ndarray) -> np.ndarray:
     """Same as `prepro_reference`, faster: (..., 210, 160, 3) uint8 -> (..., 1, 80, 80).
 
     The min-max rescale becomes a per-frame lookup table indexed by R+G+B, and the
-    resize integer arithmetic on strided slices: Pillow's exact steps, horizontal
-    pass first (rounded to 8 bits), then vertical.
+    resize integer arithmetic on planes of even and odd columns and rows: Pillow's
+    exact steps, horizontal pass first (rounded to 8 bits), then vertical.
 
     Book: chapter 1.
     """
-    crop = frames[..., CROP_TOP:CROP_BOTTOM, :, :]
-    rgb_sum = crop[..., 0].astype(np.int16) + crop[..., 1] + crop[..., 2]
-    flat = rgb_sum.reshape(-1, rgb_sum.shape[-2] * rgb_sum.shape[-1])  # (N, 25600)
-    lut = _bytescale_lut(flat.min(-1) / 3.0, flat.max(-1) / 3.0)  # (N, 766)
-    offsets = np.arange(len(flat), dtype=np.int32)[:, None] * lut.shape[-1]
-    grey = np.take(lut, flat + offsets).reshape(rgb_sum.shape)  # (..., 160, 160)
-    wide = _halve_last_axis(grey)  # (..., 160, 80)
-    small = _halve_last_axis(np.swapaxes(wide, -1, -2))  # (..., 80, 80), transposed
-    out = np.swapaxes(small, -1, -2).astype(np.float32) / np.float32(255.0)
+    batch = frames.reshape(-1, *frames.shape[-3:])  # (N, 210, 160, 3)
+    grey = _grey_planes(batch)  # (N, 2, 2, 80, 81): column parity, row parity, i, j
+    wide = _halve(grey[:, 0], grey[:, 1], axis=-1)  # (N, 2, 80, 81): row parity, i, j
+    small = _halve(wide[:, 0], wide[:, 1], axis=-2)  # (N, 80, 81)
+    out = np.divide(small[..., :SIZE], np.float32(255.0), dtype=np.float32)
     return out.reshape(*frames.shape[:-3], 1, SIZE, SIZE)

@@ -1,6 +1,12 @@
 import numpy as np
 
-from a3c_core.preprocess import bytescale, prepro, prepro_reference
+from a3c_core.preprocess import (
+    CROP_BOTTOM,
+    CROP_TOP,
+    bytescale,
+    prepro,
+    prepro_reference,
+)
 
 
 def test_fast_prepro_equals_the_pillow_reference_on_real_frames(atari_frames):
@@ -14,6 +20,22 @@ def test_fast_prepro_equals_reference_on_random_and_flat_frames():
     frames += [np.zeros((210, 160, 3), np.uint8), np.full((210, 160, 3), 200, np.uint8)]
     for frame in frames:
         np.testing.assert_array_equal(prepro(frame), prepro_reference(frame))
+
+
+def test_fast_prepro_equals_reference_on_frames_lit_at_the_crop_edges():
+    # the fast path treats the outermost rows and columns of the crop apart and pads
+    # each row; noise outside the crop must be ignored
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (8, 210, 160, 3), dtype=np.uint8)
+    crops = frames[:, CROP_TOP:CROP_BOTTOM]
+    crops[:] = 40
+    edges = [np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]]
+    for k, edge in enumerate(edges):
+        crops[k][edge] = 250  # one bright line
+        line = crops[k + 4][edge]
+        line[:] = rng.integers(0, 256, line.shape)  # the frame's extremes, likely
+    expected = np.stack([prepro_reference(f) for f in frames])
+    np.testing.assert_array_equal(prepro(frames), expected)
 
 
 def test_batched_prepro_equals_frame_by_frame(atari_frames):
