@@ -5,10 +5,12 @@ features; a GRU cell carries memory across steps (the agent sees one frame, so
 motion must come from memory); two linear heads give the value V(s) and the action
 logits. Parameter names are the seed's, so its checkpoints load with strict=True.
 
-`forward` takes one step for a batch of B environments (acting, playing). Learning
-uses `unroll`: a worker keeps the graph of each step's convolutional features while
-acting, then replays the GRU and the heads over the whole rollout at once, so the
-GRU's input weights see one large matrix product instead of T small ones.
+`forward` takes one step for a batch of B environments (acting, playing). A worker
+learns differently, to give the CPU large batches: while acting it keeps every
+layer's activations (no autograd graph), and to learn it replays the rollout:
+`replay_features` backpropagates through the convolutions once for all T steps, and
+`unroll` runs the GRU and the heads with one matrix product for the GRU's input
+weights instead of T small ones.
 """
 
 import torch
@@ -45,6 +47,38 @@ class FastELU(torch.autograd.Function):
         return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, y)
 
 
+class ConvReplay(torch.autograd.Function):
+    """The convolutions over a rollout: the forward pass returns features computed
+    while acting; the backward pass runs each layer's ELU and convolution backward
+    once for all N = T * K frames, which a CPU does faster than T batches of K.
+
+    Book: chapter 2.
+    """
+
+    @staticmethod
+    def forward(ctx, convs, activations, *params):
+        ctx.convs, ctx.activations = convs, activations
+        ctx.save_for_backward(*params)  # checks that no update happened in between
+        return activations[-1].reshape(len(activations[-1]), CONV_OUT)
+
+    @staticmethod
+    def backward(ctx, grad):
+        acts, weights, grads = ctx.activations, ctx.saved_tensors[::2], []
+        grad = grad.reshape(acts[-1].shape).contiguous(
+            memory_format=torch.channels_last
+        )
+        for i in reversed(range(len(ctx.convs))):
+            conv = ctx.convs[i]
+            grad = torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, acts[i + 1])
+            geometry = (conv.stride, conv.padding, conv.dilation, False, [0, 0], 1)
+            wanted = [i > 0, True, True]  # no gradient for the input frames
+            grad, d_weight, d_bias = torch.ops.aten.convolution_backward(
+                grad, acts[i], weights[i], [conv.out_channels], *geometry, wanted
+            )
+            grads = [d_weight, d_bias, *grads]
+        return None, None, *grads
+
+
 def gru_cell(gi, hx, weight_hh, bias_hh):
     """torch's GRUCell, given its input half gi = W_ih x + b_ih (B, 3H) precomputed.
 
@@ -78,12 +112,30 @@ class ActorCritic(nn.Module):
         self.actor_linear = nn.Linear(hidden_size, num_actions)
         self.hidden_size = hidden_size
 
+    @property
+    def convs(self) -> tuple[nn.Conv2d, ...]:
+        return self.conv1, self.conv2, self.conv3, self.conv4
+
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 1, 80, 80) -> (N, 800)."""
         x = frames.contiguous(memory_format=torch.channels_last)
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+        for conv in self.convs:
             x = FastELU.apply(conv(x))
         return x.reshape(len(frames), CONV_OUT)
+
+    @torch.no_grad()
+    def activations(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """The frames (N, 1, 80, 80) and every convolution's output after its ELU,
+        without a graph; the last one, reshaped to (N, 800), is `features`."""
+        layers = [frames.contiguous(memory_format=torch.channels_last)]
+        for conv in self.convs:
+            layers.append(FastELU.apply(conv(layers[-1])))
+        return layers
+
+    def replay_features(self, activations: list[torch.Tensor]) -> torch.Tensor:
+        """(N, 800) features from `activations`, with a time-batched backward."""
+        params = [p for conv in self.convs for p in (conv.weight, conv.bias)]
+        return ConvReplay.apply(self.convs, activations, *params)
 
     def heads(self, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., H) memory -> values (...) and action logits (..., A)."""

@@ -6,10 +6,11 @@ A3C loss of the rollout, backpropagates through it, clips its gradient and appli
 it to the shared model with the shared optimizer, without waiting for the other
 workers (Hogwild). Then it copies the shared weights back and goes on.
 
-While acting it keeps the autograd graph of the convolutional features only (they
-are the expensive part; recomputing them would cost a second forward pass); the
-cheap GRU and heads run without a graph and are replayed over the whole rollout in
-`learn`, where the GRU's input weights become one large matrix product.
+It acts without an autograd graph but keeps every layer's activations, and learns
+by replaying the rollout (chapter 2): the convolutions' backward pass runs once for
+all T * K frames and the GRU's input weights see one large matrix product, which a
+CPU does much faster than T small batches. Nothing is computed twice except the
+cheap GRU and heads.
 """
 
 import multiprocessing as mp
@@ -54,12 +55,12 @@ class SharedCounters:
 
 @dataclass
 class Rollout:
-    """T steps of K environments, time-major; the features carry their graph.
+    """T steps of K environments, time-major, and the network's activations.
 
     Book: chapter 5.
     """
 
-    features: torch.Tensor  # (T, K, 800) convolutional features, graph kept
+    activations: list  # frames and conv outputs (T * K, C, H, W) each, no graph
     start_hx: torch.Tensor  # (K, H) the GRU memory before the rollout, no graph
     resets: torch.Tensor  # (T, K) bool: an episode starts at this step
     actions: torch.Tensor  # (T, K) long
@@ -68,7 +69,7 @@ class Rollout:
 
 
 def collect(model, envs, hx, new_episode, rollout_len, generator, events):
-    """Play `rollout_len` steps with sampled actions, keeping the features' graph.
+    """Play `rollout_len` steps with sampled actions, keeping every activation.
 
     hx (K, H) is the memory before the rollout and `new_episode` (K) marks games
     whose episode starts now (their memory is reset). Returns the `Rollout`, the
@@ -78,8 +79,9 @@ def collect(model, envs, hx, new_episode, rollout_len, generator, events):
     """
     start_hx, steps = hx, []
     for _ in range(rollout_len):
-        features = model.features(torch.from_numpy(envs.obs))  # (K, 800), graph kept
-        with torch.no_grad():  # `learn` replays the memory and heads with a graph
+        layers = model.activations(torch.from_numpy(envs.obs))  # kept to learn
+        with torch.no_grad():
+            features = layers[-1].reshape(len(hx), -1)  # (K, 800)
             hx = model.gru(features, hx * (~new_episode).unsqueeze(-1))  # (K, H)
             logits = model.actor_linear(hx)  # (K, A)
             if not torch.isfinite(logits).all():
@@ -89,11 +91,13 @@ def collect(model, envs, hx, new_episode, rollout_len, generator, events):
         reset = new_episode  # games whose memory started from zero at this step
         rewards, dones, finished = envs.step(actions.numpy())
         new_episode = torch.from_numpy(dones)
-        steps.append((features, reset, actions, torch.from_numpy(rewards), new_episode))
+        steps.append((layers, reset, actions, torch.from_numpy(rewards), new_episode))
         for episode_return, length in finished:
             events.put(("episode", episode_return, length))
-    features, resets, actions, rewards, dones = (torch.stack(c) for c in zip(*steps))
-    rollout = Rollout(features, start_hx, resets, actions, rewards, dones)
+    layers, resets, actions, rewards, dones = zip(*steps)
+    activations = [torch.cat(layer) for layer in zip(*layers)]  # (T * K, C, H, W)
+    columns = (torch.stack(c) for c in (resets, actions, rewards, dones))
+    rollout = Rollout(activations, start_hx, *columns)
     return rollout, hx, new_episode
 
 
@@ -103,8 +107,9 @@ def learn(model, rollout, bootstrap, cfg):
     Book: chapter 5.
     """
     model.zero_grad(set_to_none=True)  # fresh grads every update
-    r = rollout
-    values, logits = model.unroll(r.features, r.start_hx, r.resets)  # (T, K), (T, K, A)
+    r, (T, K) = rollout, rollout.actions.shape
+    features = model.replay_features(r.activations).reshape(T, K, -1)  # (T, K, 800)
+    values, logits = model.unroll(features, r.start_hx, r.resets)  # (T, K), (T, K, A)
     terms = a3c_loss(logits, values, r.actions, r.rewards, r.dones, bootstrap, cfg)
     if not torch.isfinite(terms.total):
         raise NonFiniteLoss(f"the loss is {terms.total.item()} (NaN or inf)")

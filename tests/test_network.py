@@ -97,3 +97,29 @@ def test_unroll_equals_stepping_forward_with_resets():
     values, logits = model.unroll(features, hx, resets)
     torch.testing.assert_close(values, torch.stack([v for v, _ in expected]))
     torch.testing.assert_close(logits, torch.stack([lg for _, lg in expected]))
+
+
+def test_replayed_convolutions_give_autograds_gradients():
+    """ConvReplay's batched backward equals backpropagating through `features`."""
+    torch.manual_seed(0)
+    model = ActorCritic(6).to(memory_format=torch.channels_last)
+    frames, weights = torch.rand(6, 1, 80, 80), torch.randn(6, 800)
+    (model.features(frames) * weights).sum().backward()
+    expected = {
+        name: p.grad.clone()
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
+    model.zero_grad(set_to_none=True)
+    steps = [
+        model.activations(frames[i : i + 2]) for i in (0, 2, 4)
+    ]  # 3 steps, 2 games
+    layers = [torch.cat(layer) for layer in zip(*steps)]
+    features = model.replay_features(layers)
+    torch.testing.assert_close(features, model.features(frames).detach())
+    (features * weights).sum().backward()
+    assert set(expected) == {
+        f"conv{i}.{p}" for i in range(1, 5) for p in ("weight", "bias")
+    }
+    for name, grad in expected.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad)

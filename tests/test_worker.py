@@ -19,8 +19,10 @@ def test_collect_resets_memory_at_episode_ends_and_reports_episodes():
     rollout, hx, new_episode = collect(
         model, envs, hx, new_episode, 10, generator, events
     )
-    assert rollout.features.shape == (10, 2, 800) and rollout.actions.shape == (10, 2)
-    assert rollout.features.requires_grad  # the graph is kept for the update
+    sizes = [tuple(layer.shape) for layer in rollout.activations]
+    assert sizes == [(20, 1, 80, 80)] + [(20, 32, n, n) for n in (40, 20, 10, 5)]
+    assert rollout.actions.shape == (10, 2)
+    assert not any(layer.requires_grad for layer in rollout.activations)
     assert not hx.requires_grad  # the memory carried on holds no graph
     # env 1 starts an episode at step 0; both end an episode every 4 steps
     ends = rollout.dones.numpy()
@@ -46,7 +48,8 @@ def test_learn_replays_the_acting_pass():
     rollout, _, _ = collect(
         model, envs, hx, new_episode, 8, torch.Generator().manual_seed(0), events
     )
-    values, logits = model.unroll(rollout.features, rollout.start_hx, rollout.resets)
+    features = model.replay_features(rollout.activations).reshape(8, 3, 800)
+    values, logits = model.unroll(features, rollout.start_hx, rollout.resets)
     torch.testing.assert_close(logits.detach(), torch.stack(logits_seen[:8]))
     assert rollout.resets.any() and values.shape == (8, 3)
     envs.close()
