@@ -16,6 +16,7 @@ weights instead of T small ones.
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 CONV_CHANNELS = 32
 CONV_OUT = CONV_CHANNELS * 5 * 5  # 80 -> 40 -> 20 -> 10 -> 5 pixels per side
@@ -56,14 +57,19 @@ class ConvReplay(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, convs, activations, *params):
-        ctx.convs, ctx.activations = convs, activations
-        ctx.save_for_backward(*params)  # checks that no update happened in between
-        return activations[-1].reshape(len(activations[-1]), CONV_OUT)
+    def forward(ctx, convs, *tensors):  # the activations, then weight, bias per conv
+        ctx.convs = convs
+        # saved, not stored on ctx: freed after backward, and autograd checks that
+        # nothing modified them in place in between
+        ctx.save_for_backward(*tensors)
+        last = tensors[len(convs)]  # (N, 32, 5, 5)
+        return last.reshape(len(last), CONV_OUT)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
-        acts, weights, grads = ctx.activations, ctx.saved_tensors[::2], []
+        acts = ctx.saved_tensors[: len(ctx.convs) + 1]
+        weights, grads = ctx.saved_tensors[len(ctx.convs) + 1 :: 2], []
         grad = grad.reshape(acts[-1].shape).contiguous(
             memory_format=torch.channels_last
         )
@@ -76,7 +82,7 @@ class ConvReplay(torch.autograd.Function):
                 grad, acts[i], weights[i], [conv.out_channels], *geometry, wanted
             )
             grads = [d_weight, d_bias, *grads]
-        return None, None, *grads
+        return None, *[None] * len(acts), *grads
 
 
 def gru_cell(gi, hx, weight_hh, bias_hh):
@@ -114,6 +120,7 @@ class ActorCritic(nn.Module):
 
     @property
     def convs(self) -> tuple[nn.Conv2d, ...]:
+        """conv1..conv4, in order."""
         return self.conv1, self.conv2, self.conv3, self.conv4
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
@@ -127,7 +134,8 @@ class ActorCritic(nn.Module):
     def activations(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """The frames (N, 1, 80, 80) and every convolution's output after its ELU,
         without a graph; the last one, reshaped to (N, 800), is `features`."""
-        layers = [frames.contiguous(memory_format=torch.channels_last)]
+        # a copy: the frames are kept until learning, and the caller may reuse its array
+        layers = [frames.clone(memory_format=torch.channels_last)]
         for conv in self.convs:
             layers.append(FastELU.apply(conv(layers[-1])))
         return layers
@@ -135,7 +143,7 @@ class ActorCritic(nn.Module):
     def replay_features(self, activations: list[torch.Tensor]) -> torch.Tensor:
         """(N, 800) features from `activations`, with a time-batched backward."""
         params = [p for conv in self.convs for p in (conv.weight, conv.bias)]
-        return ConvReplay.apply(self.convs, activations, *params)
+        return ConvReplay.apply(self.convs, *activations, *params)
 
     def heads(self, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., H) memory -> values (...) and action logits (..., A)."""

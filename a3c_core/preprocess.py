@@ -9,6 +9,8 @@ batch of frames at once (chapter 1 measures both). Tests check that the two agre
 bit for bit.
 """
 
+import math
+
 import numpy as np
 from PIL import Image
 
@@ -69,9 +71,9 @@ def _halving_taps(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     For an exact halving, every interior output pixel mixes inputs 2i-1..2i+2 with
     the same weights, 2**19 * [1, 3, 3, 1] in Pillow's fixed point; dividing them and
     the rounding term by their common factor gives the same result in int16
-    arithmetic. Only the first and last output pixels (3 taps each) differ. Checked
-    here, with `_check_border_rounding`, so that the fast path cannot silently drift
-    from Pillow.
+    arithmetic, which `_halve` hard-codes as taps 1, 3, 3, 1 and a shift by 3. Only
+    the first and last output pixels (3 taps each) differ. Checked here, with
+    `_check_border_rounding`, so that the fast path cannot silently drift from Pillow.
     """
     n_out = len(weights)
     taps = weights[1, 1:5]
@@ -121,7 +123,8 @@ def _halve(even: np.ndarray, odd: np.ndarray, axis: int) -> np.ndarray:
     step = 1 if axis == -1 else even.shape[-1]  # distance to the next line
     out = np.add(even, odd)
     out *= 3
-    flat, e, o = (x.reshape(len(x), -1) for x in (out, even, odd))  # a row per frame
+    size = math.prod(even.shape[1:])  # per frame; explicit, as N may be 0
+    flat, e, o = (x.reshape(len(x), size) for x in (out, even, odd))  # row per frame
     flat[:, step:] += o[:, :-step]  # x[2i-1]
     flat[:, :-step] += e[:, step:]  # x[2i+2]
     edges = out.swapaxes(axis, -1)[..., :: SIZE - 1]  # output lines 0 and 79
@@ -165,7 +168,7 @@ def _bytescale_lut(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 def _grey_planes(batch: np.ndarray) -> np.ndarray:
     """The min-max rescaled grey of `batch`, in `_channel_sums` planes padded by 0."""
     sums = _channel_sums(batch)
-    flat = sums.reshape(len(sums), -1)
+    flat = sums.reshape(len(sums), 4 * SIZE * (SIZE + 1))  # explicit: N may be 0
     lows, highs = flat.min(-1), flat.max(-1)
     lut = _bytescale_lut(lows / 3.0, highs / 3.0)  # (N, 766)
     sums[..., SIZE] = lows[:, None, None, None]  # the padding: the table maps it to 0

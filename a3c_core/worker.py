@@ -143,6 +143,7 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
             bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
         # learn replays the memory from rollout.start_hx, a constant: truncated BPTT
         terms = learn(model, rollout, bootstrap, cfg)
+        del rollout  # frees its activations before the next rollout allocates its own
         hand_over_grads(model, shared_model)
         optimizer.step()
         counters.add(steps=cfg.rollout_len * K, updates=1)

@@ -32,7 +32,6 @@ def test_breakdown_times_every_part_of_the_worker_loop(throughput):
         "sync weights",
     }
     assert all(ms > 0 for ms in parts.values())
-    assert list(parts.values()) == sorted(parts.values(), reverse=True)
 
 
 def test_network_rate_counts_agent_steps(throughput):

@@ -58,14 +58,15 @@ def test_a_step_in_another_process_updates_the_shared_state_and_weights():
     assert not torch.equal(model.weight, before)
 
 
+FRAMES = torch.rand(2, 1, 80, 80, generator=torch.Generator().manual_seed(0))
+
+
 def fixed_rollout(model: ActorCritic) -> Rollout:
-    g = torch.Generator().manual_seed(0)
-    values, logits, _ = model(
-        torch.rand(2, 1, 80, 80, generator=g), model.initial_state(2)
-    )
+    """One step of 2 games, as `collect` stores it."""
     return Rollout(
-        values[None],
-        logits[None],
+        model.activations(FRAMES),
+        model.initial_state(2),
+        torch.tensor([[True, True]]),  # both games start an episode
         torch.tensor([[1, 2]]),
         torch.tensor([[1.0, -1.0]]),
         torch.tensor([[False, True]]),
@@ -88,9 +89,11 @@ def update_twice(seed_style: bool):
         if seed_style:  # baby-a3c: link the grads once, then shared.zero_grad()
             optimizer.zero_grad()  # torch >= 2.0: sets shared grads to None
             r = rollout
+            values, logits, _ = local(FRAMES, local.initial_state(2))
             loss = a3c_loss(
-                r.logits, r.values, r.actions, r.rewards, r.dones, torch.zeros(2), cfg
-            )
+                logits[None], values[None], r.actions, r.rewards, r.dones,
+                torch.zeros(2), cfg,
+            )  # fmt: skip
             loss.total.backward()
             for lp, sp in zip(local.parameters(), shared.parameters()):
                 if sp.grad is None:

@@ -55,3 +55,7 @@ def test_bytescale_stretches_any_range_to_0_255():
     grey = np.array([[10.0, 20.0], [30.0, 40.0]])
     np.testing.assert_array_equal(bytescale(grey), [[0, 85], [170, 255]])
     assert bytescale(np.full((2, 2), 7.0)).max() == 0  # a flat frame stays black
+
+
+def test_an_empty_batch_gives_an_empty_batch():
+    assert prepro(np.zeros((0, 210, 160, 3), np.uint8)).shape == (0, 1, 80, 80)

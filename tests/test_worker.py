@@ -1,11 +1,14 @@
 import queue
 
 import numpy as np
+import pytest
 import torch
 
+from a3c_core.config import A3CConfig
 from a3c_core.envs import AtariBatch
+from a3c_core.loss import a3c_loss
 from a3c_core.network import ActorCritic
-from a3c_core.worker import collect
+from a3c_core.worker import Rollout, collect, learn
 
 
 def test_collect_resets_memory_at_episode_ends_and_reports_episodes():
@@ -53,3 +56,33 @@ def test_learn_replays_the_acting_pass():
     torch.testing.assert_close(logits.detach(), torch.stack(logits_seen[:8]))
     assert rollout.resets.any() and values.shape == (8, 3)
     envs.close()
+
+
+@pytest.mark.parametrize(
+    "T,K,channels_last", [(1, 1, True), (4, 3, True), (3, 2, False)]
+)
+def test_learn_gives_the_gradients_of_backpropagating_through_every_step(
+    T, K, channels_last
+):
+    """The replay (ConvReplay + unroll) changes the cost, not the gradient."""
+    torch.manual_seed(0)
+    model = ActorCritic(6)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    cfg = A3CConfig(max_grad_norm=1e9)  # no clipping: compare raw gradients
+    frames, start_hx = torch.rand(T, K, 1, 80, 80), torch.rand(K, 256)
+    resets, dones = torch.rand(T, K) < 0.3, torch.rand(T, K) < 0.3
+    actions, rewards = torch.randint(6, (T, K)), torch.randn(T, K).clamp(-1, 1)
+    bootstrap = torch.randn(K)
+    steps, hx = [], start_hx  # the plain way: one graph through every step
+    for t in range(T):
+        v, lg, hx = model(frames[t], hx * ~resets[t].unsqueeze(-1))
+        steps.append((v, lg))
+    values, logits = (torch.stack(c) for c in zip(*steps))
+    a3c_loss(logits, values, actions, rewards, dones, bootstrap, cfg).total.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    layers = [torch.cat(c) for c in zip(*(model.activations(f) for f in frames))]
+    rollout = Rollout(layers, start_hx, resets, actions, rewards, dones)
+    learn(model, rollout, bootstrap, cfg)
+    for p, grad in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, grad, rtol=1e-4, atol=1e-5)
