@@ -126,27 +126,29 @@ def play_episode(
 
 @torch.no_grad()
 def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
-    """Scores of `episodes` games, episode i reset with seed + i, played in batches.
+    """Scores of `episodes` games, played in batches of `num_envs` environments.
 
-    Returns a list of (score, length) in episode order.
+    Episode i is reset with seed + i and draws its actions from a generator seeded
+    seed + i, so it is the game `play_episode(model, env_id, seed + i)` plays, whatever
+    the batch. Returns a list of (score, length) in episode order.
 
     Book: chapter 6.
     """
     envs = [make_env(env_id) for _ in range(min(num_envs, episodes))]
-    generator = torch.Generator().manual_seed(seed)
     results = [None] * episodes
     slot_episode = list(range(len(envs)))  # which episode each environment plays
     frames = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    draws = [torch.Generator().manual_seed(seed + i) for i in range(len(envs))]
     hx = model.initial_state(len(envs))
     scores, lengths = np.zeros(len(envs)), np.zeros(len(envs), dtype=int)
     next_episode = len(envs)
     while any(i is not None for i in slot_episode):
         _, logits, hx = model(torch.from_numpy(prepro(frames)), hx)
-        actions = choose_actions(logits, greedy, generator)
         for k, env in enumerate(envs):
             if slot_episode[k] is None:
                 continue
-            frames[k], reward, terminated, truncated, _ = env.step(int(actions[k]))
+            action = choose_actions(logits[k : k + 1], greedy, draws[k])
+            frames[k], reward, terminated, truncated, _ = env.step(int(action))
             scores[k] += reward
             lengths[k] += 1
             if terminated or truncated or lengths[k] >= MAX_EPISODE_STEPS:
@@ -155,6 +157,7 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
                 slot_episode[k] = next_episode if next_episode < episodes else None
                 if slot_episode[k] is not None:
                     frames[k] = env.reset(seed=seed + next_episode)[0]
+                    draws[k] = torch.Generator().manual_seed(seed + next_episode)
                     next_episode += 1
     for env in envs:
         env.close()

@@ -26,6 +26,16 @@ def test_evaluation_is_reproducible_and_ordered():
     assert a == b and len(a) == 3 and all(length > 0 for _, length in a)
 
 
+def test_evaluation_episode_i_is_the_game_play_episode_plays_with_seed_plus_i():
+    torch.manual_seed(0)
+    model = ActorCritic(4).eval()
+    one_by_one = evaluate(model, "Breakout-v4", episodes=3, seed=5, num_envs=1)
+    batched = evaluate(model, "Breakout-v4", episodes=3, seed=5, num_envs=3)
+    assert one_by_one == batched
+    episode = play_episode(model, "Breakout-v4", seed=6)
+    assert (episode.score, episode.length) == batched[1]
+
+
 def test_play_episode_records_what_the_agent_saw_and_thought(tmp_path):
     torch.manual_seed(0)
     model = ActorCritic(4).eval()
