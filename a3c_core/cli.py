@@ -20,6 +20,26 @@ from .train import TrainingError, train
 USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit code 2, like ours.
+
+    Book: chapter 5.
+    """
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the error into one line).
+
+    Book: chapter 5.
+    """
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One --flag per A3CConfig field; unset flags stay absent (argparse.SUPPRESS).
 
@@ -135,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     Book: chapter 5.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m a3c_core", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="model.pt, checkpoint.pt, run folder or baby-a3c .tar "
             "(default: pretrained/<game>/)",
         )
-        p.add_argument("--episodes", type=int, default=1 if name == "play" else 30)
+        p.add_argument(
+            "--episodes", type=positive_int, default=1 if name == "play" else 30
+        )
         p.add_argument(
             "--greedy", action="store_true", help="most likely action, not sampled"
         )
@@ -191,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(
                 "--out", help="write the summary as JSON here (e.g. eval.json)"
+            )
+            p.add_argument(
+                "--processes",
+                type=positive_int,
+                default=1,
+                help="play in this many processes (same results, faster)",
             )
     results = sub.add_parser(
         "results", help="results table from pretrained/*/eval.json"

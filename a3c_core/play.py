@@ -9,6 +9,7 @@ scores into the numbers we report: mean, std, min, max and mean length.
 
 import datetime
 import json
+import multiprocessing as mp
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,27 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
     return results
 
 
+def _evaluate_block(model, env_id, episodes, seed, greedy):
+    torch.set_num_threads(1)  # one process per core
+    return evaluate(model, env_id, episodes, seed, greedy)
+
+
+def evaluate_parallel(model, env_id, episodes=30, seed=0, greedy=False, processes=2):
+    """`evaluate` split into blocks of consecutive episodes, one process each: the
+    same results (episode i depends only on seed + i), faster on several cores.
+
+    Book: chapter 6.
+    """
+    sizes = [len(b) for b in np.array_split(range(episodes), processes) if len(b)]
+    if len(sizes) <= 1:
+        return evaluate(model, env_id, episodes, seed, greedy)
+    starts = np.cumsum([seed, *sizes[:-1]]).tolist()
+    blocks = [(model, env_id, n, start, greedy) for n, start in zip(sizes, starts)]
+    with mp.get_context("spawn").Pool(len(blocks)) as pool:
+        parts = pool.starmap(_evaluate_block, blocks)
+    return [result for part in parts for result in part]
+
+
 def summarize(results) -> dict:
     """mean, std (population), min, max of scores and mean length of (score, length).
 
@@ -257,7 +279,9 @@ def evaluate_command(args) -> int:
     Book: chapter 6.
     """
     model = load_agent(args.env_id, args.checkpoint)
-    results = evaluate(model, args.env_id, args.episodes, args.seed, args.greedy)
+    results = evaluate_parallel(
+        model, args.env_id, args.episodes, args.seed, args.greedy, args.processes
+    )
     report = {
         "env_id": args.env_id,
         "policy": "greedy" if args.greedy else "sampled",

@@ -31,6 +31,22 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, expected, capsys):
     assert expected in one_line_error(capsys)
 
 
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["evaluate", "--episodes", "0"], "expected a whole number >= 1, got '0'"),
+        (["evaluate", "--processes", "two"], "expected a whole number >= 1"),
+        (["train", "--lr", "abc"], "invalid float value: 'abc'"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_malformed_flags_are_one_line_and_exit_code_2(argv, expected, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert expected in one_line_error(capsys)
+
+
 def test_corrupt_and_other_game_checkpoints(tmp_path, capsys):
     corrupt = tmp_path / "model.pt"
     corrupt.write_bytes(b"garbage")

@@ -6,7 +6,14 @@ import torch
 from a3c_core.checkpoint import CheckpointError
 from a3c_core.config import A3CConfig
 from a3c_core.network import ActorCritic
-from a3c_core.play import evaluate, load_agent, play_episode, save_gif, summarize
+from a3c_core.play import (
+    evaluate,
+    evaluate_parallel,
+    load_agent,
+    play_episode,
+    save_gif,
+    summarize,
+)
 from tests.conftest import baby_a3c_checkpoint
 
 
@@ -34,6 +41,10 @@ def test_evaluation_episode_i_is_the_game_play_episode_plays_with_seed_plus_i():
     assert one_by_one == batched
     episode = play_episode(model, "Breakout-v4", seed=6)
     assert (episode.score, episode.length) == batched[1]
+    in_two_processes = evaluate_parallel(
+        model, "Breakout-v4", episodes=3, seed=5, processes=2
+    )
+    assert in_two_processes == batched
 
 
 def test_play_episode_records_what_the_agent_saw_and_thought(tmp_path):
