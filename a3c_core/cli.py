@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--processes",
                 type=positive_int,
                 default=1,
-                help="play in this many processes (same results, faster)",
+                help="play in this many processes, one core each (same results)",
             )
     results = sub.add_parser(
         "results", help="results table from pretrained/*/eval.json"

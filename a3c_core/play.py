@@ -84,7 +84,7 @@ def choose_actions(logits: torch.Tensor, greedy: bool, generator) -> torch.Tenso
 
 @dataclass
 class Episode:
-    """One game: raw score, length, and optionally what the agent saw and thought.
+    """One game: raw score, length, and optionally what the agent saw, thought and got.
 
     Book: chapter 6.
     """
@@ -94,6 +94,7 @@ class Episode:
     frames: list = field(default_factory=list)  # raw RGB frames (210, 160, 3)
     values: list = field(default_factory=list)  # V(s_t)
     probs: list = field(default_factory=list)  # pi(. | s_t), (A,)
+    rewards: list = field(default_factory=list)  # raw r_t after the action at step t
 
 
 @torch.no_grad()
@@ -101,7 +102,7 @@ def play_episode(
     model, env_id, seed=0, greedy=False, record=False, render=False, max_steps=None
 ):
     """Play one episode (at most `max_steps` agent steps, default the training cap)
-    with one environment; can record frames, values and action probabilities.
+    with one environment; can record frames, values, action probabilities and rewards.
 
     Book: chapter 6.
     """
@@ -118,6 +119,8 @@ def play_episode(
             episode.probs.append(F.softmax(logits, -1)[0].numpy())
         action = choose_actions(logits, greedy, generator)
         frame, reward, terminated, truncated, _ = env.step(int(action))
+        if record:
+            episode.rewards.append(reward)
         episode.score += reward
         episode.length += 1
         done = terminated or truncated
@@ -254,6 +257,7 @@ def play_command(args) -> int:
 
     Book: chapter 6.
     """
+    torch.set_num_threads(1)  # one game at a time: leave the other cores alone
     model = load_agent(args.env_id, args.checkpoint)
     results = []
     for i in range(args.episodes):
@@ -278,6 +282,7 @@ def evaluate_command(args) -> int:
 
     Book: chapter 6.
     """
+    torch.set_num_threads(1)  # --processes alone decides how many cores are used
     model = load_agent(args.env_id, args.checkpoint)
     results = evaluate_parallel(
         model, args.env_id, args.episodes, args.seed, args.greedy, args.processes

@@ -47,7 +47,7 @@ def test_evaluation_episode_i_is_the_game_play_episode_plays_with_seed_plus_i():
     assert in_two_processes == batched
 
 
-def test_play_episode_records_what_the_agent_saw_and_thought(tmp_path):
+def test_play_episode_records_what_the_agent_saw_thought_and_got(tmp_path):
     torch.manual_seed(0)
     model = ActorCritic(4).eval()
     episode = play_episode(model, "Breakout-v4", seed=0, record=True)
@@ -55,9 +55,13 @@ def test_play_episode_records_what_the_agent_saw_and_thought(tmp_path):
         len(episode.frames)
         == len(episode.values)
         == len(episode.probs)
+        == len(episode.rewards)
         == episode.length
     )
     assert abs(episode.probs[0].sum() - 1) < 1e-5
+    assert episode.score > 0  # so that the rewards below are not all zero
+    assert sum(episode.rewards) == episode.score
+    assert play_episode(model, "Breakout-v4", seed=0, max_steps=5).rewards == []
     gif = save_gif(episode.frames[:40], tmp_path / "play.gif")
     assert gif.stat().st_size > 1000
 
@@ -89,6 +93,7 @@ def test_eval_json_has_what_the_readme_reports(tmp_path, capsys):
 
     out = tmp_path / "eval.json"
     ckpt = baby_a3c_checkpoint("pong-v4", 40)
+    torch.set_num_threads(2)
     code = main(
         [
             "evaluate",
@@ -104,6 +109,7 @@ def test_eval_json_has_what_the_readme_reports(tmp_path, capsys):
         ]
     )
     assert code == 0
+    assert torch.get_num_threads() == 1  # one core per process, as --processes says
     report = json.loads(out.read_text())
     assert report["episodes"] == 2 and report["policy"] == "greedy"
     assert {"mean", "std", "min", "max", "mean_length", "scores", "date"} <= set(report)
