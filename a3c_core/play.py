@@ -146,13 +146,12 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
     hx = model.initial_state(len(envs))
     scores, lengths = np.zeros(len(envs)), np.zeros(len(envs), dtype=int)
     next_episode = len(envs)
-    while any(i is not None for i in slot_episode):
-        _, logits, hx = model(torch.from_numpy(prepro(frames)), hx)
-        for k, env in enumerate(envs):
-            if slot_episode[k] is None:
-                continue
-            action = choose_actions(logits[k : k + 1], greedy, draws[k])
-            frames[k], reward, terminated, truncated, _ = env.step(int(action))
+    live = list(range(len(envs)))  # slots still playing; finished ones cost nothing
+    while live:
+        _, logits, hx[live] = model(torch.from_numpy(prepro(frames[live])), hx[live])
+        for j, k in enumerate(live):
+            action = choose_actions(logits[j : j + 1], greedy, draws[k])
+            frames[k], reward, terminated, truncated, _ = envs[k].step(int(action))
             scores[k] += reward
             lengths[k] += 1
             if terminated or truncated or lengths[k] >= MAX_EPISODE_STEPS:
@@ -160,9 +159,10 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
                 scores[k], lengths[k], hx[k] = 0.0, 0, 0.0
                 slot_episode[k] = next_episode if next_episode < episodes else None
                 if slot_episode[k] is not None:
-                    frames[k] = env.reset(seed=seed + next_episode)[0]
+                    frames[k] = envs[k].reset(seed=seed + next_episode)[0]
                     draws[k] = torch.Generator().manual_seed(seed + next_episode)
                     next_episode += 1
+        live = [k for k in live if slot_episode[k] is not None]
     for env in envs:
         env.close()
     return results
