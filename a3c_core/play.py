@@ -146,8 +146,8 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
     hx = model.initial_state(len(envs))
     scores, lengths = np.zeros(len(envs)), np.zeros(len(envs), dtype=int)
     next_episode = len(envs)
-    live = list(range(len(envs)))  # slots still playing; finished ones cost nothing
-    while live:
+    # Only the slots still playing go through the network: finished ones cost nothing.
+    while live := [k for k, i in enumerate(slot_episode) if i is not None]:
         _, logits, hx[live] = model(torch.from_numpy(prepro(frames[live])), hx[live])
         for j, k in enumerate(live):
             action = choose_actions(logits[j : j + 1], greedy, draws[k])
@@ -162,7 +162,6 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
                     frames[k] = envs[k].reset(seed=seed + next_episode)[0]
                     draws[k] = torch.Generator().manual_seed(seed + next_episode)
                     next_episode += 1
-        live = [k for k in live if slot_episode[k] is not None]
     for env in envs:
         env.close()
     return results
