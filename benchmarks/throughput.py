@@ -190,6 +190,19 @@ def network_rate(cfg: A3CConfig, batch: int = 8, seconds: float = 10.0) -> float
     return steps / (time.perf_counter() - start)
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the widest vector unit torch uses on it: sessions
+    run on different machines, so a result must say which one it came from."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, torch kernels: {torch.backends.cpu.get_cpu_capability()}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="Pong-v4")
@@ -209,6 +222,7 @@ def main() -> None:
         "date": datetime.datetime.now().isoformat(timespec="minutes"),
         "env_id": args.env,
         "cores": os.cpu_count(),
+        "cpu": cpu_description(),
         "configs": {
             "default": dataclasses.asdict(default),
             "classic_a3c": {"envs_per_worker": 1},
@@ -227,5 +241,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.update({k: v for k, v in MALLOC_TUNING.items() if k not in os.environ})
+    missing = {k: v for k, v in MALLOC_TUNING.items() if k not in os.environ}
+    if missing:  # glibc reads them at start-up: run again with them, as workers do
+        argv = [sys.executable, *sys.argv]
+        os.execve(sys.executable, argv, {**os.environ, **missing})
     main()
