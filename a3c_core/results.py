@@ -22,11 +22,19 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def load_evals(root: Path = PRETRAINED) -> list[dict]:
-    """Every pretrained/<game>/eval.json, in the seed's game order.
+    """Every pretrained/<game>/eval.json, in the seed's game order; where the folder
+    also holds eval-greedy.json (the same evaluation with greedy actions), it comes
+    along as the "greedy" entry.
 
     Book: chapter 6.
     """
-    evals = [json.loads(p.read_text()) for p in sorted(Path(root).glob("*/eval.json"))]
+    evals = []
+    for path in sorted(Path(root).glob("*/eval.json")):
+        report = json.loads(path.read_text())
+        greedy = path.with_name("eval-greedy.json")
+        if greedy.exists():
+            report["greedy"] = json.loads(greedy.read_text())
+        evals.append(report)
     order = list(SEED_SCORES)
     return sorted(
         evals, key=lambda e: order.index(e["env_id"]) if e["env_id"] in order else 99
@@ -40,8 +48,8 @@ def results_markdown(evals: list[dict]) -> str:
     """
     lines = [
         "| game | our score: mean ± std (episodes, policy) | min .. max "
-        "| trained: agent steps, hours | seed @ 40M / 80M steps |",
-        "|---|---|---|---|---|",
+        "| greedy: mean ± std | trained: agent steps, hours | seed @ 40M / 80M steps |",
+        "|---|---|---|---|---|---|",
     ]
     for e in evals:
         trained = e.get("trained", {})
@@ -50,10 +58,12 @@ def results_markdown(evals: list[dict]) -> str:
         )
         hours = f"{trained['hours']:.1f} h" if "hours" in trained else "?"
         seed = SEED_SCORES.get(e["env_id"], ("-", "-"))
+        g = e.get("greedy")
+        greedy = f"{g['mean']:.1f} ± {g['std']:.1f} ({g['episodes']})" if g else "-"
         lines.append(
             f"| {e['env_id']} | {e['mean']:.1f} ± {e['std']:.1f} "
             f"({e['episodes']}, {e['policy']}) | {e['min']:g} .. {e['max']:g} "
-            f"| {steps}, {hours} | {seed[0]} / {seed[1]} |"
+            f"| {greedy} | {steps}, {hours} | {seed[0]} / {seed[1]} |"
         )
     return "\n".join(lines)
 

@@ -33,3 +33,17 @@ def test_agent_plays_a_short_greedy_rollout(folder):
     model = load_agent(config.env_id, folder)
     episode = play_episode(model, config.env_id, seed=0, greedy=True, max_steps=200)
     assert 0 < episode.length <= 200
+
+
+@pytest.mark.parametrize("folder", AGENTS, ids=lambda p: p.name)
+def test_evaluations_are_of_this_agent_with_the_policy_their_name_says(folder):
+    config = A3CConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    log_steps = (folder / "log.csv").read_text().splitlines()[-1].split(",")[1]
+    for name, policy in (("eval.json", "sampled"), ("eval-greedy.json", "greedy")):
+        if not (folder / name).exists():
+            continue
+        report = json.loads((folder / name).read_text())
+        assert (report["env_id"], report["policy"]) == (config.env_id, policy), name
+        assert report["episodes"] >= 30 and len(report["scores"]) == report["episodes"]
+        # evaluated on the committed weights: the last checkpoint of the log
+        assert report["trained"]["agent_steps"] == int(log_steps), name

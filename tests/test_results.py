@@ -30,9 +30,25 @@ def test_table_rows_come_from_eval_json(tmp_path):
     (game / "eval.json").write_text(json.dumps(report))
     table = results_markdown(load_evals(tmp_path))
     assert (
-        "| Pong-v4 | 19.5 ± 1.2 (30, sampled) | 17 .. 21 | 9.8M, 4.6 h | 18.2 / 17.9 |"
-        in table
+        "| Pong-v4 | 19.5 ± 1.2 (30, sampled) | 17 .. 21 | - | 9.8M, 4.6 h "
+        "| 18.2 / 17.9 |" in table
     )
+
+
+def test_greedy_evaluation_beside_eval_json_gets_its_own_column(tmp_path):
+    game = tmp_path / "pong-v4"
+    game.mkdir()
+    common = {"env_id": "Pong-v4", "min": 10, "max": 21, "episodes": 30,
+              "trained": {"agent_steps": 20_000_000, "hours": 10.0}}  # fmt: skip
+    sampled = {**common, "mean": 14.25, "std": 2.0, "policy": "sampled"}
+    greedy = {**common, "mean": 18.5, "std": 1.5, "episodes": 10, "policy": "greedy"}
+    (game / "eval.json").write_text(json.dumps(sampled))
+    (game / "eval-greedy.json").write_text(json.dumps(greedy))
+    (evaluation,) = load_evals(tmp_path)
+    assert evaluation["mean"] == 14.25 and evaluation["greedy"]["mean"] == 18.5
+    row = results_markdown([evaluation]).splitlines()[-1]
+    assert row.startswith("| Pong-v4 | 14.2 ± 2.0 (30, sampled) | 10 .. 21 ")
+    assert "| 18.5 ± 1.5 (10) |" in row
 
 
 def test_update_readme_needs_markers(tmp_path):
