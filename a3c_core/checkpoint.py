@@ -67,18 +67,24 @@ def save_checkpoint(run_dir, model, optimizer, cfg: A3CConfig, progress: dict) -
     os.replace(tmp, run_dir / CONFIG)
 
 
+def _load_error_reason(error: Exception) -> str:
+    """The informative line of a torch.load error, at most 120 characters."""
+    text = str(error).strip()
+    # weights_only errors open with a paragraph about torch 2.6; the reason follows
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:120]
+
+
 def _torch_load(path: Path):
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as e:
-        first_line = (
-            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        )
         raise CheckpointError(
-            f"cannot read {path} ({first_line[:120]}): the file is corrupt or not a "
-            "torch checkpoint; use another checkpoint"
+            f"cannot read {path} ({_load_error_reason(e)}): the file is corrupt or "
+            "not a torch checkpoint; use another checkpoint"
         ) from None
 
 

@@ -29,6 +29,16 @@ def test_corrupt_files_give_a_clear_error(tmp_path, content):
         load_weights(path)
 
 
+def test_a_text_file_error_names_the_reason_not_torchs_weights_only_preamble(tmp_path):
+    path = tmp_path / "notes.md"
+    path.write_text("# not weights\n")
+    with pytest.raises(CheckpointError) as caught:
+        load_weights(path)
+    message = str(caught.value)
+    assert "\n" not in message and "PyTorch 2.6" not in message
+    assert "Unsupported operand" in message and "corrupt" in message
+
+
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
     path = tmp_path / "model.pt"
     atomic_save(ActorCritic(6).state_dict(), path)
