@@ -6,8 +6,14 @@ holds the weights alone. Both are written to a temporary file and renamed into
 place, so a run killed at any moment leaves the previous complete file. Everything
 is loaded with `torch.load(..., weights_only=True)`. Loading also understands
 baby-a3c's original `model.*.tar` files (a bare state dict).
+
+`config.json` is the run's latest config. When a resume changes a hyperparameter
+(`train --resume DIR --lr ...`), `config_changes.jsonl` records which, from what to
+what, and at which agent step, so the run's whole history stays known.
 """
 
+import dataclasses
+import datetime
 import json
 import os
 import pickle
@@ -22,6 +28,7 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 CONFIG = "config.json"
 LOG = "log.csv"
+CHANGES = "config_changes.jsonl"
 
 
 class CheckpointError(ValueError):
@@ -86,6 +93,28 @@ def _torch_load(path: Path):
             f"cannot read {path} ({_load_error_reason(e)}): the file is corrupt or "
             "not a torch checkpoint; use another checkpoint"
         ) from None
+
+
+def record_config_changes(run_dir, saved: A3CConfig, cfg: A3CConfig, agent_steps: int):
+    """Append to config_changes.jsonl the fields a resume changes ([old, new] each)
+    and the agent step it resumes at; returns the record, or None if none changed.
+
+    Book: chapter 5.
+    """
+    old, new = dataclasses.asdict(saved), dataclasses.asdict(cfg)
+    changed = {k: [old[k], v] for k, v in new.items() if old[k] != v}
+    if not changed:
+        return None
+    record = {"agent_steps": agent_steps, "changed": changed}
+    path = Path(run_dir) / CHANGES
+    lines = path.read_text().splitlines() if path.exists() else []
+    # a resume that died before its first checkpoint resumes the same state again
+    if lines and {**json.loads(lines[-1]), "date": None} == {**record, "date": None}:
+        return record
+    record["date"] = datetime.date.today().isoformat()
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
 
 
 def load_training_checkpoint(run_dir) -> dict:

@@ -25,6 +25,7 @@ from .checkpoint import (
     LOG,
     CheckpointError,
     load_training_checkpoint,
+    record_config_changes,
     save_checkpoint,
 )
 from .config import A3CConfig
@@ -306,6 +307,10 @@ def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
             f"{run_dir} trains {saved.env_id} (hidden {saved.hidden_size}); "
             f"cannot resume it as {cfg.env_id} (hidden {cfg.hidden_size})"
         )
+    steps = state["progress"]["agent_steps"]
+    changes = record_config_changes(run_dir, saved, cfg, steps)
+    for name, (old, new) in (changes or {"changed": {}})["changed"].items():
+        tqdm.write(f"{name}: {old} -> {new} from agent step {steps}")
     return state
 
 
