@@ -95,26 +95,34 @@ def _torch_load(path: Path):
         ) from None
 
 
+def read_config_changes(run_dir) -> list[dict]:
+    """config_changes.jsonl of a run folder, oldest first (empty if none): one
+    {"agent_steps": S, "changed": {field: [old, new]}, "date": ...} per resume.
+
+    Book: chapter 5.
+    """
+    path = Path(run_dir) / CHANGES
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines]
+
+
 def record_config_changes(run_dir, saved: A3CConfig, cfg: A3CConfig, agent_steps: int):
     """Append to config_changes.jsonl the fields a resume changes ([old, new] each)
-    and the agent step it resumes at; returns the record, or None if none changed.
+    and the agent step it resumes at; returns those fields (empty if none changed).
 
     Book: chapter 5.
     """
     old, new = dataclasses.asdict(saved), dataclasses.asdict(cfg)
     changed = {k: [old[k], v] for k, v in new.items() if old[k] != v}
-    if not changed:
-        return None
-    record = {"agent_steps": agent_steps, "changed": changed}
-    path = Path(run_dir) / CHANGES
-    lines = path.read_text().splitlines() if path.exists() else []
+    last = (read_config_changes(run_dir) or [{}])[-1]
     # a resume that died before its first checkpoint resumes the same state again
-    if lines and {**json.loads(lines[-1]), "date": None} == {**record, "date": None}:
-        return record
-    record["date"] = datetime.date.today().isoformat()
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    return record
+    repeated = (last.get("agent_steps"), last.get("changed")) == (agent_steps, changed)
+    if changed and not repeated:
+        date = datetime.date.today().isoformat()
+        record = {"agent_steps": agent_steps, "changed": changed, "date": date}
+        with open(Path(run_dir) / CHANGES, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return changed
 
 
 def load_training_checkpoint(run_dir) -> dict:

@@ -308,8 +308,7 @@ def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
             f"cannot resume it as {cfg.env_id} (hidden {cfg.hidden_size})"
         )
     steps = state["progress"]["agent_steps"]
-    changes = record_config_changes(run_dir, saved, cfg, steps)
-    for name, (old, new) in (changes or {"changed": {}})["changed"].items():
+    for name, (old, new) in record_config_changes(run_dir, saved, cfg, steps).items():
         tqdm.write(f"{name}: {old} -> {new} from agent step {steps}")
     return state
 
