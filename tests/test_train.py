@@ -1,5 +1,6 @@
 """End-to-end training runs: short, real, with 2 worker processes."""
 
+import contextlib
 import csv
 import os
 import signal
@@ -52,6 +53,11 @@ def test_two_workers_train_then_resume_with_counters_continuing(tmp_path):
 
 
 def start_cli_run(run_dir, *extra):
+    """Start a CLI training run in its own process group; its output goes to files.
+
+    Files, not pipes: a pipe nobody reads while the run goes on could fill and block it.
+    PYTHONFAULTHANDLER lets `wait_for_steps` dump every stack if the run hangs.
+    """
     args = [
         sys.executable,
         "-m",
@@ -72,19 +78,35 @@ def start_cli_run(run_dir, *extra):
         "--no-progress",
         *extra,
     ]
-    return subprocess.Popen(
-        args + ["--run-dir", str(run_dir)],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    out_dir = run_dir.parent / f"{run_dir.name}-output"
+    out_dir.mkdir()
+    with open(out_dir / "stdout", "w") as out, open(out_dir / "stderr", "w") as err:
+        run = subprocess.Popen(
+            args + ["--run-dir", str(run_dir)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        )
+    run.out_dir = out_dir
+    return run
 
 
-def wait_for_steps(run_dir, steps, timeout=120):
+def finish(run, timeout=60) -> tuple[str, str]:
+    """Wait for the run to end; returns its stdout and stderr."""
+    run.wait(timeout)
+    return tuple((run.out_dir / name).read_text() for name in ("stdout", "stderr"))
+
+
+def wait_for_steps(run, run_dir, steps, timeout=300):
+    """Wait for a checkpoint with `steps` agent steps; fail with the run's output.
+
+    The timeout is generous: this waits for the run to be alive, it does not time it
+    (CI machines are shared and slow at times).
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and run.poll() is None:
         if (run_dir / CHECKPOINT).exists():
             try:
                 if checkpoint(run_dir)["progress"]["agent_steps"] >= steps:
@@ -92,12 +114,21 @@ def wait_for_steps(run_dir, steps, timeout=120):
             except Exception:
                 pass  # being renamed right now
         time.sleep(0.5)
-    pytest.fail(f"no checkpoint with {steps} steps within {timeout}s")
+    if run.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGABRT)  # the fault handler prints every stack
+            time.sleep(2)
+            os.killpg(run.pid, signal.SIGKILL)
+    out, err = finish(run)
+    pytest.fail(
+        f"no checkpoint with {steps} steps (run exit code {run.returncode})\n"
+        f"stdout:\n{out[-3000:]}\nstderr:\n{err[-6000:]}"
+    )
 
 
 def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
     run = start_cli_run(tmp_path, "--total-steps", "100000")
-    wait_for_steps(tmp_path, 1000)
+    wait_for_steps(run, tmp_path, 1000)
     time.sleep(1.5)
     os.killpg(run.pid, signal.SIGKILL)  # trainer and workers, no chance to clean up
     run.wait(30)
@@ -117,9 +148,9 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
 
 def test_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path):
     run = start_cli_run(tmp_path, "--total-steps", "100000")
-    wait_for_steps(tmp_path, 500)
+    wait_for_steps(run, tmp_path, 500)
     run.send_signal(signal.SIGTERM)
-    out, err = run.communicate(timeout=60)
+    out, err = finish(run)
     assert run.returncode == 0, err
     assert "SIGTERM" in out + err
     steps = checkpoint(tmp_path)["progress"]["agent_steps"]
@@ -128,7 +159,7 @@ def test_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path):
 
 def test_a_dead_worker_stops_the_run_with_an_error(tmp_path):
     run = start_cli_run(tmp_path, "--total-steps", "100000")
-    wait_for_steps(tmp_path, 200)
+    wait_for_steps(run, tmp_path, 200)
     children = subprocess.run(
         ["pgrep", "-P", str(run.pid)], capture_output=True, text=True
     ).stdout.split()
@@ -136,7 +167,7 @@ def test_a_dead_worker_stops_the_run_with_an_error(tmp_path):
         pid for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()
     ]
     os.kill(int(workers[0]), signal.SIGKILL)
-    out, err = run.communicate(timeout=60)
+    out, err = finish(run)
     assert run.returncode == 1
     assert "died with exit code -9" in err and "Traceback" not in err
 
