@@ -145,3 +145,8 @@ SEED_PRESET = A3CConfig(
     num_workers=20, envs_per_worker=1, lr=1e-4, total_steps=80_000_000
 )
 """baby-a3c's own setup: 20 one-environment workers, Adam lr 1e-4, 80M agent steps."""
+
+RUN_CONTROL = frozenset({"total_steps", "checkpoint_every", "log_every"})
+"""Fields that set how long a run goes and how often it logs and saves, not what it
+learns: a resume that changes only these (say `--total-steps 80000000`, to go on past
+40M) trains the agent as before. `config_changes.jsonl` records them all the same."""

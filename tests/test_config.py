@@ -3,7 +3,13 @@ import json
 
 import pytest
 
-from a3c_core.config import SEED_PRESET, A3CConfig, ConfigError, field_docs
+from a3c_core.config import (
+    RUN_CONTROL,
+    SEED_PRESET,
+    A3CConfig,
+    ConfigError,
+    field_docs,
+)
 
 
 def test_every_field_has_a_docstring():
@@ -51,3 +57,9 @@ def test_seed_preset_keeps_baby_a3c_values():
     assert (SEED_PRESET.gamma, SEED_PRESET.gae_lambda) == (0.99, 1.0)
     assert (SEED_PRESET.entropy_coef, SEED_PRESET.max_grad_norm) == (0.01, 40.0)
     assert SEED_PRESET.value_coef * 0.5 == 0.25  # seed: 0.5 * (0.5 * sum of squares)
+
+
+def test_run_control_is_a_subset_of_the_fields_without_learning_ones():
+    names = {f.name for f in dataclasses.fields(A3CConfig)}
+    assert RUN_CONTROL < names
+    assert {"lr", "entropy_coef", "envs_per_worker"}.isdisjoint(RUN_CONTROL)
