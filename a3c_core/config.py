@@ -75,6 +75,10 @@ class A3CConfig:
     seed: int = 1
     """Seed of environments, action sampling and initial weights."""
 
+    train_minutes: float = 0.0
+    """Wall-clock minutes of training, summed over resumes, after which the run stops
+    (0: no limit). A budget in time, not steps, is what compares setups per hour."""
+
     checkpoint_every: float = 180.0
     """Seconds between checkpoints (also written on Ctrl-C / SIGTERM and at the end)."""
 
@@ -117,6 +121,7 @@ def _problems(cfg: A3CConfig) -> list[str]:
         (cfg.max_grad_norm > 0.0, "max_grad_norm must be positive"),
         (cfg.hidden_size >= 1, "hidden_size must be at least 1"),
         (cfg.total_steps >= 1, "total_steps must be at least 1"),
+        (cfg.train_minutes >= 0.0, "train_minutes must be >= 0 (0: no limit)"),
         (cfg.max_episode_steps >= 1, "max_episode_steps must be at least 1"),
         (cfg.reward_clip > 0.0, "reward_clip must be positive"),
         (cfg.checkpoint_every > 0.0, "checkpoint_every must be positive (seconds)"),
@@ -146,7 +151,9 @@ SEED_PRESET = A3CConfig(
 )
 """baby-a3c's own setup: 20 one-environment workers, Adam lr 1e-4, 80M agent steps."""
 
-RUN_CONTROL = frozenset({"total_steps", "checkpoint_every", "log_every"})
+RUN_CONTROL = frozenset(
+    {"total_steps", "train_minutes", "checkpoint_every", "log_every"}
+)
 """Fields that set how long a run goes and how often it logs and saves, not what it
 learns: a resume that changes only these (say `--total-steps 80000000`, to go on past
 40M) trains the agent as before. `config_changes.jsonl` records them all the same."""

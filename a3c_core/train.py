@@ -263,6 +263,8 @@ class Trainer:
             now, steps = time.monotonic(), self.counters.steps.value
             p.elapsed_s = elapsed0 + now - start
             bar.update(steps - bar.n)
+            if cfg.train_minutes and p.elapsed_s >= 60 * cfg.train_minutes:
+                self.stop.set()  # the time budget is spent; workers finish an update
             if now - last_log >= cfg.log_every:
                 self.write_log(log, (steps - logged_steps) / (now - last_log))
                 last_log, logged_steps = now, steps

@@ -186,3 +186,18 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
             show_progress=False,
         )
     assert (tmp_path / CHECKPOINT).read_bytes() == poisoned  # not overwritten
+
+
+def test_train_minutes_stops_the_run_and_a_resume_goes_on_to_the_budget(tmp_path):
+    budget = dict(QUICK, total_steps=10**9)
+    first = train(
+        A3CConfig(train_minutes=0.05, **budget), tmp_path, show_progress=False
+    )
+    assert 3.0 <= first.elapsed_s < 15.0 and first.agent_steps < 10**9
+    second = train(
+        A3CConfig(train_minutes=0.3, **budget),
+        tmp_path,
+        resume=True,
+        show_progress=False,
+    )
+    assert 18.0 <= second.elapsed_s < 35.0 and second.agent_steps > first.agent_steps
