@@ -1,0 +1,273 @@
+"""Learning per wall-clock minute: train from scratch for a time budget, then evaluate.
+
+Agent steps per second is not learning per hour: a setup that makes fewer, larger
+updates can run faster and still learn slower. This benchmark measures what a reader
+feels, the score after so many minutes on their own machine:
+
+    # one configuration on one core (resumable: run it again to go on to the budget)
+    python benchmarks/learning_speed.py run pong-rollout5 --env Pong-v4 \\
+        --minutes 45 --core 1 --set rollout_len=5
+    # two configurations side by side, one core each: a fair A/B on a shared machine
+    python benchmarks/learning_speed.py compare --env Pong-v4 --minutes 45 \\
+        pong-default: pong-rollout5:rollout_len=5
+    # the results table and plot of every committed result
+    python benchmarks/learning_speed.py report
+
+`run` trains with the real CLI (`python -m a3c_core train --train-minutes M`) pinned
+with `taskset` to the given cores, in runs/learning-speed/<name> (not committed),
+then evaluates the final model over 30 sampled episodes with `python -m a3c_core
+evaluate` and writes benchmarks/learning_speed/<name>.json: the config, the CPU, the
+minutes and agent steps trained, the running mean at every log row and the
+evaluation. The budget counts training time already spent (it is kept in the run
+folder), so an interrupted run resumes where it stopped.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "learning_speed"
+RUNS = ROOT / "runs" / "learning-speed"
+EVAL_EPISODES = 30
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it has AVX512_BF16 (lscpu, else platform)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines()
+         if line.startswith("Model name")),
+        "unknown",
+    )  # fmt: skip
+    return name + (", AVX512_BF16" if "avx512_bf16" in text else "")
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """['rollout_len=5', 'lr=1e-3'] -> {'rollout_len': '5', 'lr': '1e-3'}."""
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"error: expected name=value, got {item!r}")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
+def train_command(name, env_id, minutes, overrides, preset) -> list[str]:
+    """The CLI command that trains (or resumes) run `name` up to `minutes`."""
+    run_dir = RUNS / name
+    if (run_dir / "checkpoint.pt").exists():
+        where = ["--resume", str(run_dir)]
+    else:
+        where = ["--run-dir", str(run_dir), "--preset", preset]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
+    return [sys.executable, "-m", "a3c_core", "train", "--env", env_id, *where,
+            f"--train-minutes={minutes}", "--total-steps=1000000000",
+            "--no-progress", *flags]  # fmt: skip
+
+
+def eval_command(name, env_id, episodes) -> list[str]:
+    out = RUNS / name / "eval.json"
+    return [sys.executable, "-m", "a3c_core", "evaluate", "--env", env_id,
+            "--checkpoint", str(RUNS / name), "--episodes", str(episodes),
+            "--out", str(out)]  # fmt: skip
+
+
+def pinned(cmd: list[str], cores: str | None) -> list[str]:
+    return ["taskset", "-c", cores, *cmd] if cores else cmd
+
+
+def read_curve(run_dir: Path) -> list[dict]:
+    """Every log row as {minutes, agent_steps, episodes, mean_return}."""
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        {
+            "minutes": round(float(r["elapsed_s"]) / 60, 3),
+            "agent_steps": int(r["agent_steps"]),
+            "episodes": int(r["episodes"]),
+            "mean_return": float(r["mean_return"]) if r["mean_return"] else None,
+        }
+        for r in rows
+    ]
+
+
+def summarize(name, env_id, minutes, cores, overrides, preset) -> dict:
+    """The result of a finished run: config, machine, curve and evaluation."""
+    run_dir = RUNS / name
+    curve = read_curve(run_dir)
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    return {
+        "name": name,
+        "env_id": env_id,
+        "preset": preset,
+        "overrides": overrides,
+        "config": json.loads((run_dir / "config.json").read_text()),
+        "cpu": cpu_name(),
+        "cores": cores,
+        "budget_minutes": minutes,
+        "minutes": curve[-1]["minutes"],
+        "agent_steps": curve[-1]["agent_steps"],
+        "curve": curve,
+        "eval": {k: evaluation[k] for k in ("episodes", "mean", "std", "min", "max")},
+        "command": " ".join(
+            [
+                "python benchmarks/learning_speed.py run",
+                name,
+                "--env",
+                env_id,
+                "--minutes",
+                str(minutes),
+                "--core",
+                cores or "all",
+                "--preset",
+                preset,
+            ]
+            + [f"--set {k}={v}" for k, v in overrides.items()]
+        ),  # fmt: skip
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def start(name, env_id, minutes, cores, overrides, preset):
+    """Start the training process of one run; its output goes to <run>.out."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    cmd = pinned(train_command(name, env_id, minutes, overrides, preset), cores)
+    out = open(RUNS / f"{name}.out", "a")
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def finish(name, env_id, minutes, cores, overrides, preset, episodes) -> Path:
+    """Evaluate the trained run and write its result JSON."""
+    cmd = pinned(eval_command(name, env_id, episodes), cores)
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    result = summarize(name, env_id, minutes, cores, overrides, preset)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def run_all(specs: list[tuple[str, dict]], args) -> None:
+    """Train every spec at once (spec i on core i when side by side), then evaluate."""
+    cores = [args.core] if len(specs) == 1 else [str(i) for i in range(len(specs))]
+    procs = [
+        start(name, args.env, args.minutes, core, overrides, args.preset)
+        for (name, overrides), core in zip(specs, cores)
+    ]
+    codes = [p.wait() for p in procs]
+    for (name, overrides), core, code in zip(specs, cores, codes):
+        if code != 0:
+            raise SystemExit(f"error: {name} stopped with exit code {code}")
+        print(finish(name, args.env, args.minutes, core, overrides, args.preset,
+                     args.episodes))  # fmt: skip
+
+
+def load_results() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+
+
+def value_at(curve: list[dict], key: str, x: float) -> float | None:
+    """The running mean at the last log row with curve[key] <= x (None before any)."""
+    rows = [r for r in curve if r[key] <= x and r["mean_return"] is not None]
+    return rows[-1]["mean_return"] if rows else None
+
+
+def first_reaching(curve: list[dict], key: str, score: float) -> float | None:
+    """curve[key] (minutes or agent steps) when the running mean first reached score."""
+    return next(
+        (r[key] for r in curve if r["mean_return"] is not None
+         and r["mean_return"] >= score),
+        None,
+    )  # fmt: skip
+
+
+def report_table(results: list[dict]) -> str:
+    """A markdown table: one row per result."""
+    lines = [
+        "| run | game | cores | minutes | agent steps | steps/s | running mean "
+        "| eval 30 sampled (mean +- std) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rate = r["agent_steps"] / (60 * r["minutes"])
+        last = r["curve"][-1]["mean_return"]
+        last = "n/a" if last is None else f"{last:.1f}"
+        e = r["eval"]
+        lines.append(
+            f"| {r['name']} | {r['env_id']} | {r['cores'] or 'all'} "
+            f"| {r['minutes']:.0f} | {r['agent_steps'] / 1e6:.2f}M | {rate:.0f} "
+            f"| {last} | {e['mean']:.1f} +- {e['std']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Running mean against minutes and against agent steps, one row per game."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = sorted({r["env_id"] for r in results})
+    fig, axes = plt.subplots(len(games), 2, figsize=(11, 3.6 * len(games)),
+                             squeeze=False)  # fmt: skip
+    for row, game in zip(axes, games):
+        for r in (r for r in results if r["env_id"] == game):
+            pts = [p for p in r["curve"] if p["mean_return"] is not None]
+            ys = [p["mean_return"] for p in pts]
+            row[0].plot([p["minutes"] for p in pts], ys, label=r["name"])
+            row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, label=r["name"])
+        row[0].set(xlabel="training minutes", ylabel=f"{game} running mean")
+        row[1].set(xlabel="agent steps (millions)")
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "compare"):
+        p = sub.add_parser(name)
+        p.add_argument("--env", default="Pong-v4")
+        p.add_argument("--minutes", type=float, required=True)
+        p.add_argument("--preset", choices=["default", "seed"], default="default")
+        p.add_argument("--episodes", type=int, default=EVAL_EPISODES)
+        if name == "run":
+            p.add_argument("name")
+            p.add_argument("--core", help="taskset core list, e.g. 1 or 0,1")
+            p.add_argument("--set", action="append", default=[], dest="overrides")
+        else:
+            p.add_argument("specs", nargs=2, help="name:key=value,key=value")
+    sub.add_parser("report")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_all([(args.name, parse_overrides(args.overrides))], args)
+    elif args.command == "compare":
+        specs = []
+        for spec in args.specs:
+            name, _, items = spec.partition(":")
+            specs.append((name, parse_overrides([i for i in items.split(",") if i])))
+        run_all(specs, args)
+    else:
+        results = load_results()
+        print(report_table(results))
+        plot(results, RESULTS / "learning_speed.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""benchmarks/learning_speed.py on a tiny real run: train to a budget, resume to a
+larger one, evaluate, summarise, tabulate and plot (its numbers are not tested)."""
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "learning_speed.py"
+TINY = ["num_workers=1", "envs_per_worker=2", "rollout_len=5", "log_every=1"]
+
+
+@pytest.fixture
+def bench(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("learning_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    return module
+
+
+def run_tiny(bench, minutes: float) -> dict:
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    bench.main(["run", "tiny", "--minutes", str(minutes), "--episodes", "1", *sets])
+    return json.loads((bench.RESULTS / "tiny.json").read_text())
+
+
+def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(bench):
+    first = run_tiny(bench, 0.1)
+    assert first["curve"] and first["agent_steps"] > 0 and first["minutes"] >= 0.1
+    assert first["config"]["rollout_len"] == 5 and first["eval"]["episodes"] == 1
+    assert -21 <= first["eval"]["mean"] <= 21 and first["cpu"]
+
+    second = run_tiny(bench, 0.25)
+    assert second["minutes"] >= 0.25 and second["agent_steps"] > first["agent_steps"]
+    steps = [row["agent_steps"] for row in second["curve"]]
+    assert steps == sorted(steps) and len(steps) > len(first["curve"])
+
+    results = bench.load_results()
+    assert "| tiny | Pong-v4 |" in bench.report_table(results)
+    bench.plot(results, bench.RESULTS / "plot.png")
+    assert (bench.RESULTS / "plot.png").stat().st_size > 1000
+
+
+def test_the_running_mean_is_read_at_a_time_and_first_reaching_a_score(bench):
+    curve = [
+        {"minutes": 1.0, "agent_steps": 100, "mean_return": None},
+        {"minutes": 2.0, "agent_steps": 200, "mean_return": -20.0},
+        {"minutes": 3.0, "agent_steps": 300, "mean_return": 5.0},
+    ]
+    assert bench.value_at(curve, "minutes", 1.5) is None
+    assert bench.value_at(curve, "minutes", 2.9) == -20.0
+    assert bench.first_reaching(curve, "agent_steps", 0.0) == 300
+    assert bench.first_reaching(curve, "minutes", 10.0) is None
