@@ -63,26 +63,27 @@ class ConvReplay(torch.autograd.Function):
         # saved, not stored on ctx: freed after backward, and autograd checks that
         # nothing modified them in place in between
         ctx.save_for_backward(*tensors)
-        last = tensors[len(convs)]  # (N, 32, 5, 5)
-        return last.reshape(len(last), CONV_OUT)
+        last = tensors[len(convs)]  # (N, 32, 5, 5), float32 or bfloat16
+        return last.reshape(len(last), CONV_OUT).float()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         acts = ctx.saved_tensors[: len(ctx.convs) + 1]
         weights, grads = ctx.saved_tensors[len(ctx.convs) + 1 :: 2], []
-        grad = grad.reshape(acts[-1].shape).contiguous(
-            memory_format=torch.channels_last
-        )
+        dtype = acts[-1].dtype  # the backward runs in the precision of the forward
+        grad = grad.to(dtype).reshape(acts[-1].shape)
+        grad = grad.contiguous(memory_format=torch.channels_last)
         for i in reversed(range(len(ctx.convs))):
             conv = ctx.convs[i]
             grad = torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, acts[i + 1])
             geometry = (conv.stride, conv.padding, conv.dilation, False, [0, 0], 1)
             wanted = [i > 0, True, True]  # no gradient for the input frames
             grad, d_weight, d_bias = torch.ops.aten.convolution_backward(
-                grad, acts[i], weights[i], [conv.out_channels], *geometry, wanted
-            )
-            grads = [d_weight, d_bias, *grads]
+                grad, acts[i], weights[i].to(dtype), [conv.out_channels], *geometry,
+                wanted,
+            )  # fmt: skip
+            grads = [d_weight.float(), d_bias.float(), *grads]  # Adam's are float32
         return None, *[None] * len(acts), *grads
 
 
@@ -108,7 +109,12 @@ class ActorCritic(nn.Module):
     Book: chapter 2.
     """
 
-    def __init__(self, num_actions: int, hidden_size: int = 256):
+    def __init__(
+        self,
+        num_actions: int,
+        hidden_size: int = 256,
+        conv_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(1, CONV_CHANNELS, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(CONV_CHANNELS, CONV_CHANNELS, 3, stride=2, padding=1)
@@ -118,6 +124,9 @@ class ActorCritic(nn.Module):
         self.critic_linear = nn.Linear(hidden_size, 1)
         self.actor_linear = nn.Linear(hidden_size, num_actions)
         self.hidden_size = hidden_size
+        # the precision of the convolutions while training (`activations` and the
+        # replayed backward); playing and `forward` stay float32
+        self.conv_dtype = conv_dtype
 
     @property
     def convs(self) -> tuple[nn.Conv2d, ...]:
@@ -134,11 +143,16 @@ class ActorCritic(nn.Module):
     @torch.no_grad()
     def activations(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """The frames (N, 1, 80, 80) and every convolution's output after its ELU,
-        without a graph; the last one, reshaped to (N, 800), is `features`."""
+        without a graph, in `conv_dtype`; the last one, reshaped to (N, 800), is
+        `features`. bfloat16 halves the memory and, on CPUs with AVX512_BF16, about
+        doubles the speed of the convolutions (chapter 2)."""
+        dtype = self.conv_dtype
         # a copy: the frames are kept until learning, and the caller may reuse its array
-        layers = [frames.clone(memory_format=torch.channels_last)]
+        layers = [frames.to(dtype, memory_format=torch.channels_last, copy=True)]
         for conv in self.convs:
-            layers.append(FastELU.apply(conv(layers[-1])))
+            weight, bias = conv.weight.to(dtype), conv.bias.to(dtype)  # no-op if same
+            x = F.conv2d(layers[-1], weight, bias, conv.stride, conv.padding)
+            layers.append(FastELU.apply(x))
         return layers
 
     def replay_features(self, activations: list[torch.Tensor]) -> torch.Tensor:

@@ -123,3 +123,29 @@ def test_replayed_convolutions_give_autograds_gradients():
     }
     for name, grad in expected.items():
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad)
+
+
+def test_bfloat16_convolutions_give_float32_features_and_gradients_close_to_fp32():
+    """conv_dtype=bfloat16 keeps 8 bits of mantissa: features and conv gradients
+    agree with float32 to a few percent, and the parameters stay float32."""
+    torch.manual_seed(0)
+    model = ActorCritic(6).to(memory_format=torch.channels_last)
+    frames, weights = torch.rand(16, 1, 80, 80), torch.randn(16, 800)
+    reference = model.features(frames)
+    (reference * weights).sum().backward()
+    expected = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad(set_to_none=True)
+    model.conv_dtype = torch.bfloat16
+    layers = model.activations(frames)
+    assert all(layer.dtype == torch.bfloat16 for layer in layers)
+    features = model.replay_features(layers)
+    assert features.dtype == torch.float32
+    scale = reference.abs().max().item()
+    torch.testing.assert_close(features, reference.detach(), atol=0.02 * scale, rtol=0)
+    (features * weights).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) == len(expected) == 8
+    for grad, want in zip(grads, expected):
+        assert grad.dtype == torch.float32
+        error = (grad - want).norm() / want.norm()
+        assert error < 0.05, error
