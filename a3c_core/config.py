@@ -13,6 +13,8 @@ import inspect
 import json
 from dataclasses import dataclass
 
+CONV_DTYPES = ("float32", "bfloat16")
+
 
 class ConfigError(ValueError):
     """A hyperparameter value that makes no sense; the message says how to fix it.
@@ -62,6 +64,10 @@ class A3CConfig:
 
     hidden_size: int = 256
     """Size of the GRU memory."""
+
+    conv_dtype: str = "float32"
+    """Precision of the convolutions while training: float32, or bfloat16 (about
+    twice as fast on CPUs with AVX512_BF16 or AMX; the weights stay float32)."""
 
     total_steps: int = 40_000_000
     """Agent steps (env.step calls, all workers) after which training stops."""
@@ -120,6 +126,10 @@ def _problems(cfg: A3CConfig) -> list[str]:
         (cfg.value_coef >= 0.0, "value_coef must be >= 0"),
         (cfg.max_grad_norm > 0.0, "max_grad_norm must be positive"),
         (cfg.hidden_size >= 1, "hidden_size must be at least 1"),
+        (
+            cfg.conv_dtype in CONV_DTYPES,
+            f"conv_dtype must be one of {sorted(CONV_DTYPES)}",
+        ),
         (cfg.total_steps >= 1, "total_steps must be at least 1"),
         (cfg.train_minutes >= 0.0, "train_minutes must be >= 0 (0: no limit)"),
         (cfg.max_episode_steps >= 1, "max_episode_steps must be at least 1"),
