@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 from dataclasses import dataclass
 
 CONV_DTYPES = ("float32", "bfloat16")
@@ -113,27 +114,57 @@ class A3CConfig:
         return cls(**values)
 
 
+MAX_SEED = 2**31 - 1  # numpy seeds are < 2**32; workers add offsets to the seed
+MAX_COUNT = 2**53  # agent steps are counted in int64 and shown as floats
+
+
+def _type_problems(cfg: A3CConfig) -> list[str]:
+    """Fields of the wrong type, and floats that are NaN or infinite."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        value, kind = getattr(cfg, f.name), f.type
+        if kind in (int, "int"):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            what = "a whole number"
+        elif kind in (float, "float"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+            what = "a finite number"
+        else:
+            ok, what = isinstance(value, str) and value != "", "a non-empty string"
+        if not ok:
+            problems.append(f"{f.name} must be {what}, got {value!r}")
+    return problems
+
+
 def _problems(cfg: A3CConfig) -> list[str]:
     """Every value that cannot work, as one-line messages."""
+    types = _type_problems(cfg)
+    if types:
+        return [f"invalid config: {msg}" for msg in types]
     checks = [
-        (cfg.num_workers >= 1, "num_workers must be at least 1"),
-        (cfg.envs_per_worker >= 1, "envs_per_worker must be at least 1"),
-        (cfg.rollout_len >= 1, "rollout_len must be at least 1"),
+        (1 <= cfg.num_workers <= 1024, "num_workers must be in 1..1024"),
+        (1 <= cfg.envs_per_worker <= 1024, "envs_per_worker must be in 1..1024"),
+        (1 <= cfg.rollout_len <= 10_000, "rollout_len must be in 1..10000"),
         (0.0 < cfg.gamma <= 1.0, "gamma must be in (0, 1]"),
         (0.0 <= cfg.gae_lambda <= 1.0, "gae_lambda must be in [0, 1]"),
-        (cfg.lr > 0.0, "lr must be positive"),
-        (cfg.entropy_coef >= 0.0, "entropy_coef must be >= 0"),
-        (cfg.value_coef >= 0.0, "value_coef must be >= 0"),
+        (0.0 < cfg.lr <= 1.0, "lr must be in (0, 1]"),
+        (0.0 <= cfg.entropy_coef <= 100.0, "entropy_coef must be in [0, 100]"),
+        (0.0 <= cfg.value_coef <= 100.0, "value_coef must be in [0, 100]"),
         (cfg.max_grad_norm > 0.0, "max_grad_norm must be positive"),
-        (cfg.hidden_size >= 1, "hidden_size must be at least 1"),
+        (1 <= cfg.hidden_size <= 65_536, "hidden_size must be in 1..65536"),
         (
             cfg.conv_dtype in CONV_DTYPES,
             f"conv_dtype must be one of {sorted(CONV_DTYPES)}",
         ),
-        (cfg.total_steps >= 1, "total_steps must be at least 1"),
+        (1 <= cfg.total_steps <= MAX_COUNT, f"total_steps must be in 1..{MAX_COUNT}"),
         (cfg.train_minutes >= 0.0, "train_minutes must be >= 0 (0: no limit)"),
-        (cfg.max_episode_steps >= 1, "max_episode_steps must be at least 1"),
+        (
+            1 <= cfg.max_episode_steps <= MAX_COUNT,
+            f"max_episode_steps must be in 1..{MAX_COUNT}",
+        ),
         (cfg.reward_clip > 0.0, "reward_clip must be positive"),
+        (0 <= cfg.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}"),
         (cfg.checkpoint_every > 0.0, "checkpoint_every must be positive (seconds)"),
         (cfg.log_every > 0.0, "log_every must be positive (seconds)"),
         (0.0 <= cfg.return_horizon < 1.0, "return_horizon must be in [0, 1)"),

@@ -63,3 +63,28 @@ def test_run_control_is_a_subset_of_the_fields_without_learning_ones():
     names = {f.name for f in dataclasses.fields(A3CConfig)}
     assert RUN_CONTROL < names
     assert {"lr", "entropy_coef", "envs_per_worker"}.isdisjoint(RUN_CONTROL)
+
+
+def bad_values(f: dataclasses.Field) -> list:
+    """Values no field of f's type may take: wrong types, NaN and infinities."""
+    if f.type in (int, "int"):
+        return [-1, 2**64, 1.5, True, "3", None]
+    if f.type in (float, "float"):
+        return [float("nan"), float("inf"), float("-inf"), -1e300, True, "0.1", None]
+    return ["", 3, None]
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(A3CConfig), ids=lambda f: f.name)
+def test_every_field_refuses_wrong_types_non_finite_and_out_of_range_values(field):
+    for value in bad_values(field):
+        with pytest.raises(ConfigError) as error:
+            A3CConfig(**{field.name: value})
+        message = str(error.value)
+        assert "\n" not in message and field.name in message, (value, message)
+
+
+def test_seeds_stay_in_numpys_range_and_huge_step_counts_are_refused():
+    A3CConfig(seed=0), A3CConfig(seed=2**31 - 1)
+    for change in ({"seed": -1}, {"seed": 2**32}, {"total_steps": 10**23}):
+        with pytest.raises(ConfigError, match=next(iter(change))):
+            A3CConfig(**change)
