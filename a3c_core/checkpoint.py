@@ -2,18 +2,17 @@
 
 A training checkpoint (`checkpoint.pt`) holds the model, the shared optimizer's state,
 the counters, the config and the number of log rows it covers; `model.pt` beside it
-holds the weights alone. Both are written to a temporary file and renamed into
-place, so a run killed at any moment leaves the previous complete file. Everything
-is loaded with `torch.load(..., weights_only=True)`. Loading also understands
-baby-a3c's original `model.*.tar` files (a bare state dict).
+holds the weights alone (the run folder's files are described in `a3c_core.runs`).
+Both are written to a temporary file and renamed into place, so a run killed at any
+moment leaves the previous complete file. Everything is loaded with
+`torch.load(..., weights_only=True)`.
 
-`config.json` is the run's latest config. When a resume changes a hyperparameter
-(`train --resume DIR --lr ...`), `config_changes.jsonl` records which, from what to
-what, and at which agent step, so the run's whole history stays known.
+`load_agent` turns any checkpoint into a network ready to play (chapter 6): ours, a
+run folder, or one of baby-a3c's original `model.*.tar` files (a bare state dict),
+checked against the game it is asked to play.
 """
 
 import dataclasses
-import datetime
 import json
 import os
 import pickle
@@ -22,13 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .config import A3CConfig
-
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-CONFIG = "config.json"
-LOG = "log.csv"
-CHANGES = "config_changes.jsonl"
+from .config import SEED_PRESET, A3CConfig
+from .envs import check_env_id, num_actions
+from .network import ActorCritic
+from .runs import CHECKPOINT, CONFIG, MODEL, PRETRAINED, game_dir
 
 
 class CheckpointError(ValueError):
@@ -95,36 +91,6 @@ def _torch_load(path: Path):
         ) from None
 
 
-def read_config_changes(run_dir) -> list[dict]:
-    """config_changes.jsonl of a run folder, oldest first (empty if none): one
-    {"agent_steps": S, "changed": {field: [old, new]}, "date": ...} per resume.
-
-    Book: chapter 5.
-    """
-    path = Path(run_dir) / CHANGES
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line) for line in lines]
-
-
-def record_config_changes(run_dir, saved: A3CConfig, cfg: A3CConfig, agent_steps: int):
-    """Append to config_changes.jsonl the fields a resume changes ([old, new] each)
-    and the agent step it resumes at; returns those fields (empty if none changed).
-
-    Book: chapter 5.
-    """
-    old, new = dataclasses.asdict(saved), dataclasses.asdict(cfg)
-    changed = {k: [old[k], v] for k, v in new.items() if old[k] != v}
-    last = (read_config_changes(run_dir) or [{}])[-1]
-    # a resume that died before its first checkpoint resumes the same state again
-    repeated = (last.get("agent_steps"), last.get("changed")) == (agent_steps, changed)
-    if changed and not repeated:
-        date = datetime.date.today().isoformat()
-        record = {"agent_steps": agent_steps, "changed": changed, "date": date}
-        with open(Path(run_dir) / CHANGES, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    return changed
-
-
 def load_training_checkpoint(run_dir) -> dict:
     """The full training state saved in `run_dir` (for --resume).
 
@@ -166,3 +132,59 @@ def load_weights(path) -> tuple[dict, A3CConfig | None]:
     ):
         raise CheckpointError(f"{path} holds no model weights")
     return data, config
+
+
+def load_agent_and_config(env_id: str, checkpoint=None):
+    """The network for `env_id` from `checkpoint` (default: pretrained/<game>/), and
+    the config it was trained with: (ActorCritic, A3CConfig). baby-a3c's `.tar` files
+    hold no config; theirs is `SEED_PRESET`, the seed's own setup.
+
+    Book: chapter 6.
+    """
+    check_env_id(env_id)
+    path = Path(checkpoint) if checkpoint else PRETRAINED / game_dir(env_id)
+    if checkpoint is None and not path.exists():
+        raise CheckpointError(
+            f"no pretrained agent for {env_id}: pass --checkpoint PATH"
+        )
+    weights, config = load_weights(path)
+    if config is not None and config.env_id != env_id:
+        raise CheckpointError(
+            f"{path} is an agent for {config.env_id}, not {env_id}: "
+            f"pass --env {config.env_id} or another --checkpoint"
+        )
+    config = config or dataclasses.replace(SEED_PRESET, env_id=env_id)
+    return network_for(env_id, weights, path), config
+
+
+def network_for(env_id: str, weights: dict, path) -> ActorCritic:
+    """An ActorCritic for `env_id` holding `weights` (loaded strictly), ready to play;
+    the error names `path` and what is wrong when they are for another game or
+    network.
+
+    Book: chapter 6.
+    """
+    actions = num_actions(env_id)
+    found = weights.get("actor_linear.weight")
+    if found is None or found.shape[0] != actions:
+        have = "no policy head" if found is None else f"{found.shape[0]} actions"
+        raise CheckpointError(
+            f"{path} has {have}, but {env_id} has {actions}: wrong game"
+        )
+    hidden = weights["gru.weight_hh"].shape[1] if "gru.weight_hh" in weights else 256
+    model = ActorCritic(actions, hidden)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path} does not fit the network: {str(e).splitlines()[0]}"
+        ) from None
+    return model.to(memory_format=torch.channels_last).eval()  # faster convolutions
+
+
+def load_agent(env_id: str, checkpoint=None) -> ActorCritic:
+    """The network of `load_agent_and_config`, without its config.
+
+    Book: chapter 6.
+    """
+    return load_agent_and_config(env_id, checkpoint)[0]

@@ -1,20 +1,25 @@
-"""The command line: `python -m a3c_core train|play|evaluate ...` (chapter 5).
+"""The command line: `python -m a3c_core train|play|evaluate|results` (chapter 5).
 
 Training flags are generated from `A3CConfig`, one flag per field with the field's
-docstring as help, so the CLI cannot drift from the config. Bad input (an unknown
-game, a missing or corrupt checkpoint, a nonsense hyperparameter) ends with one
-line on stderr and exit code 2.
+docstring as help, so the CLI cannot drift from the config. Each subcommand is one
+`cmd_*` handler. Bad input (an unknown game, a missing or corrupt checkpoint, a
+nonsense hyperparameter) ends with one line on stderr and exit code 2.
 """
 
 import argparse
 import dataclasses
+import datetime
+import json
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_training_checkpoint
+import torch
+
+from .checkpoint import CheckpointError, load_agent_and_config, load_training_checkpoint
 from .config import SEED_PRESET, A3CConfig, ConfigError, field_docs
 from .envs import UnknownEnvError, check_env_id
-from .play import game_dir
+from .play import evaluate_parallel, play_episode, save_gif, summarize
+from .runs import PRETRAINED, game_dir, training_info
 from .train import TrainingError, train
 
 USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
@@ -115,23 +120,68 @@ def cmd_train(args) -> int:
 
 
 def cmd_play(args) -> int:
-    """`play`: see `a3c_core.play.play_command`.
+    """`play`: watch episodes, print scores, write the first one as a GIF.
 
     Book: chapter 5.
     """
-    from .play import play_command
-
-    return play_command(args)
+    torch.set_num_threads(1)  # one game at a time: leave the other cores alone
+    model, config = load_agent_and_config(args.env_id, args.checkpoint)
+    results = []
+    for i in range(args.episodes):
+        record = bool(args.gif) and i == 0
+        ep = play_episode(
+            model,
+            args.env_id,
+            args.seed + i,
+            args.greedy,
+            record,
+            args.render,
+            max_steps=config.max_episode_steps,
+        )
+        results.append((ep.score, ep.length))
+        print(f"episode {i + 1}: score {ep.score:g}, length {ep.length} agent steps")
+        if record:
+            print(f"wrote {save_gif(ep.frames, args.gif)}")
+    s = summarize(results)
+    print(
+        f"{s['episodes']} episodes: mean {s['mean']:.2f} +- {s['std']:.2f} "
+        f"(min {s['min']:g}, max {s['max']:g}), mean length {s['mean_length']:.0f}"
+    )
+    return 0
 
 
 def cmd_evaluate(args) -> int:
-    """`evaluate`: see `a3c_core.play.evaluate_command`.
+    """`evaluate`: score many seeded episodes; the summary as JSON (eval.json).
 
     Book: chapter 5.
     """
-    from .play import evaluate_command
-
-    return evaluate_command(args)
+    torch.set_num_threads(1)  # --processes alone decides how many cores are used
+    model, config = load_agent_and_config(args.env_id, args.checkpoint)
+    results = evaluate_parallel(
+        model,
+        args.env_id,
+        args.episodes,
+        args.seed,
+        args.greedy,
+        args.processes,
+        max_steps=config.max_episode_steps,
+    )
+    checkpoint = Path(args.checkpoint or PRETRAINED / game_dir(args.env_id))
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    report = {
+        "env_id": args.env_id,
+        "policy": "greedy" if args.greedy else "sampled",
+        "seed": args.seed,
+        **summarize(results),
+        "scores": [score for score, _ in results],
+        "trained": training_info(run_dir),
+        "date": datetime.date.today().isoformat(),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
 
 
 def cmd_results(args) -> int:

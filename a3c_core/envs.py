@@ -1,10 +1,12 @@
 """Atari environments as baby-a3c played them (chapter 1).
 
 `make_env` builds one gymnasium ALE environment and checks the game id, with close
-names suggested for typos. `AtariBatch` steps K environments in lockstep for one
-worker: it preprocesses all K frames in one call, clips rewards for learning while
-keeping raw rewards for scores, cuts episodes at `max_episode_steps` agent steps and
-resets finished environments at once, so the caller always sees K live games.
+names suggested for typos. `AtariBatch` plays K environments in lockstep, for a
+worker and for every other loop that plays a policy (evaluation, watching an episode,
+saliency): it preprocesses all K frames in one call, clips rewards for learning while
+keeping raw scores, cuts episodes at `max_episode_steps` agent steps, resets finished
+games at once and seeds each episode, so that a seeded evaluation episode is the same
+game whatever the batch.
 """
 
 import difflib
@@ -79,41 +81,86 @@ def num_actions(env_id: str) -> int:
 
 
 class AtariBatch:
-    """K environments stepped together; observations are (K, 1, 80, 80) float32.
+    """K games in lockstep: `frames` (L, 210, 160, 3) uint8 and `obs` (L, 1, 80, 80)
+    float32 are those of the L games still playing (all K, unless `episodes` is set).
+
+    Episode i of the batch is reset with seed + i: the first K at once, the next ones
+    as games finish. Without `episodes` (a worker) the games play on forever, and
+    only the first K episodes are seeded: later ones continue their environment's
+    random stream. With `episodes` (evaluation) every episode is seeded, so episode i
+    is the same game whatever the batch size; a game retires when no episode is
+    left, and `results[i]` is episode i's (raw score, length).
 
     Book: chapter 1.
     """
 
-    def __init__(self, env_id, num_envs, seed, max_episode_steps, reward_clip=1.0):
-        self.envs = [make_env(env_id) for _ in range(num_envs)]
-        self.max_episode_steps = max_episode_steps
-        self.reward_clip = reward_clip
+    def __init__(
+        self,
+        env_id,
+        num_envs,
+        seed,
+        max_episode_steps,
+        reward_clip=1.0,
+        episodes=None,
+        render_mode=None,
+    ):
+        if episodes is not None:
+            num_envs = min(num_envs, episodes)
+        self.envs = [make_env(env_id, render_mode) for _ in range(num_envs)]
+        self.seed, self.episodes, self.started = seed, episodes, num_envs
+        self.max_episode_steps, self.reward_clip = max_episode_steps, reward_clip
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.returns = np.zeros(num_envs, dtype=np.float64)  # raw score so far
+        self.episode = list(range(num_envs))  # episode each game plays; None: retired
+        self.results = [None] * (episodes or 0)  # (raw score, length) of episode i
         frames = [env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)]
-        self.obs = prepro(np.stack(frames))  # (K, 1, 80, 80)
+        self.frames = np.stack(frames)  # (K, 210, 160, 3)
+        self.obs = prepro(self.frames)  # (K, 1, 80, 80)
+
+    @property
+    def live(self) -> list[int]:
+        """The games still playing, in order: all K unless `episodes` ran out."""
+        return [k for k, episode in enumerate(self.episode) if episode is not None]
 
     def step(self, actions: np.ndarray):
-        """Act in every game. Returns clipped rewards (K,), dones (K,) and the
-        finished episodes as (raw return, length) pairs; `self.obs` is updated."""
+        """Act in every live game, `actions` (L) in `live` order. Returns their
+        clipped rewards (L), dones (L) and the episodes that finished as (raw return,
+        length) pairs; `frames` and `obs` now show the games still playing."""
         frames, rewards, dones, finished = [], [], [], []
-        for k, (env, action) in enumerate(zip(self.envs, actions)):
-            frame, reward, terminated, truncated, _ = env.step(int(action))
+        for k, action in zip(self.live, actions):
+            frame, reward, terminated, truncated, _ = self.envs[k].step(int(action))
             self.lengths[k] += 1
             self.returns[k] += reward
             done = terminated or truncated or self.lengths[k] >= self.max_episode_steps
             if done:
                 finished.append((float(self.returns[k]), int(self.lengths[k])))
-                self.lengths[k], self.returns[k] = 0, 0.0
-                frame, _ = env.reset()
-            frames.append(frame)
+                frame = self.next_episode(k, finished[-1])
+            if frame is not None:
+                frames.append(frame)
             rewards.append(reward)
             dones.append(done)
-        self.obs = prepro(np.stack(frames))
+        self.frames = np.stack(frames) if frames else self.frames[:0]
+        self.obs = prepro(self.frames)
         clipped = np.clip(
             np.asarray(rewards, dtype=np.float32), -self.reward_clip, self.reward_clip
         )
         return clipped, np.asarray(dones), finished
+
+    def next_episode(self, k: int, result: tuple[float, int]):
+        """Keep the `result` of game k's episode and reset the game for the batch's
+        next episode; returns its first frame, or None if no episode is left for it
+        (the game retires)."""
+        if self.episodes is not None:
+            self.results[self.episode[k]] = result
+        self.lengths[k], self.returns[k] = 0, 0.0
+        episode, self.started = self.started, self.started + 1
+        if self.episodes is None:  # a worker's game: new games on every reset
+            self.episode[k] = episode
+            return self.envs[k].reset()[0]
+        self.episode[k] = episode if episode < self.episodes else None
+        if self.episode[k] is None:
+            return None
+        return self.envs[k].reset(seed=self.seed + episode)[0]
 
     def close(self):
         for env in self.envs:

@@ -1,14 +1,14 @@
 """Watch and evaluate agents (chapter 6).
 
-`load_agent` finds and checks a checkpoint (ours or baby-a3c's original `.tar`),
-`play_episode` plays one game with a single environment and can record frames,
-values and action probabilities, `evaluate` plays many seeded episodes with a batch
-of environments (one forward pass for all of them), and `summarize` turns episode
-scores into the numbers we report: mean, std, min, max and mean length.
+`play_episode` plays one game and can record frames, values, action probabilities
+and rewards, `evaluate` plays many seeded episodes with a batch of environments (one
+forward pass for all of them), `evaluate_parallel` splits them over processes, and
+`summarize` turns episode scores into the numbers we report: mean, std, min, max
+and mean length. Both players are short loops over an `AtariBatch` and
+`choose_actions`; `a3c_core.checkpoint.load_agent` loads the agents they play.
 """
 
-import datetime
-import json
+import math
 import multiprocessing as mp
 import statistics
 from dataclasses import dataclass, field
@@ -19,67 +19,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoint import LOG, CheckpointError, load_weights
 from .config import A3CConfig
-from .envs import check_env_id, make_env, num_actions
-from .network import ActorCritic
-from .preprocess import prepro
+from .envs import AtariBatch
+from .policy import choose_actions
 
-PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
-MAX_EPISODE_STEPS = A3CConfig().max_episode_steps
-
-
-def game_dir(env_id: str) -> str:
-    """pong-v4 for Pong-v4; ale-pong-v5 for ALE/Pong-v5.
-
-    Book: chapter 6.
-    """
-    return env_id.lower().replace("/", "-")
-
-
-def load_agent(env_id: str, checkpoint=None) -> ActorCritic:
-    """The network for `env_id` from `checkpoint` (default: pretrained/<game>/).
-
-    Book: chapter 6.
-    """
-    check_env_id(env_id)
-    path = Path(checkpoint) if checkpoint else PRETRAINED / game_dir(env_id)
-    if checkpoint is None and not path.exists():
-        raise CheckpointError(
-            f"no pretrained agent for {env_id}: pass --checkpoint PATH"
-        )
-    weights, config = load_weights(path)
-    if config is not None and config.env_id != env_id:
-        raise CheckpointError(
-            f"{path} is an agent for {config.env_id}, not {env_id}: "
-            f"pass --env {config.env_id} or another --checkpoint"
-        )
-    actions = num_actions(env_id)
-    found = weights.get("actor_linear.weight")
-    if found is None or found.shape[0] != actions:
-        have = "no policy head" if found is None else f"{found.shape[0]} actions"
-        raise CheckpointError(
-            f"{path} has {have}, but {env_id} has {actions}: wrong game"
-        )
-    hidden = weights["gru.weight_hh"].shape[1] if "gru.weight_hh" in weights else 256
-    model = ActorCritic(actions, hidden)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{path} does not fit the network: {str(e).splitlines()[0]}"
-        ) from None
-    return model.to(memory_format=torch.channels_last).eval()  # faster convolutions
-
-
-def choose_actions(logits: torch.Tensor, greedy: bool, generator) -> torch.Tensor:
-    """Sampled (as the seed played) or most likely actions; logits (B, A) -> (B).
-
-    Book: chapter 6.
-    """
-    if greedy:
-        return logits.argmax(-1)
-    return torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+MAX_EPISODE_STEPS = A3CConfig().max_episode_steps  # the cap for agents without config
 
 
 @dataclass
@@ -99,37 +43,50 @@ class Episode:
 
 @torch.no_grad()
 def play_episode(
-    model, env_id, seed=0, greedy=False, record=False, render=False, max_steps=None
+    model,
+    env_id,
+    seed=0,
+    greedy=False,
+    record=False,
+    render=False,
+    max_steps=MAX_EPISODE_STEPS,
 ):
-    """Play one episode (at most `max_steps` agent steps, default the training cap)
-    with one environment; can record frames, values, action probabilities and rewards.
+    """Play one episode (at most `max_steps` agent steps: pass the agent's own
+    `max_episode_steps`) reset with `seed`, drawing actions from a generator seeded
+    `seed`; can record frames, values, action probabilities and raw rewards.
 
     Book: chapter 6.
     """
-    env = make_env(env_id, render_mode="human" if render else None)
+    render_mode = "human" if render else None
+    game = AtariBatch(
+        env_id, 1, seed, max_steps, math.inf, episodes=1, render_mode=render_mode
+    )
     generator = torch.Generator().manual_seed(seed)
-    frame, _ = env.reset(seed=seed)
-    hx, episode, done = model.initial_state(1), Episode(), False
-    while not done and episode.length < (max_steps or MAX_EPISODE_STEPS):
-        obs = torch.from_numpy(prepro(frame)).unsqueeze(0)  # (1, 1, 80, 80)
-        value, logits, hx = model(obs, hx)
+    hx, episode = model.initial_state(1), Episode()
+    while game.live:
+        values, logits, hx = model(torch.from_numpy(game.obs), hx)
         if record:
-            episode.frames.append(frame)
-            episode.values.append(value.item())
+            episode.frames.append(game.frames[0])
+            episode.values.append(values.item())
             episode.probs.append(F.softmax(logits, -1)[0].numpy())
-        action = choose_actions(logits, greedy, generator)
-        frame, reward, terminated, truncated, _ = env.step(int(action))
+        rewards, _, _ = game.step(choose_actions(logits, greedy, generator).numpy())
         if record:
-            episode.rewards.append(reward)
-        episode.score += reward
-        episode.length += 1
-        done = terminated or truncated
-    env.close()
+            episode.rewards.append(float(rewards[0]))  # raw: no clip (math.inf)
+    game.close()
+    episode.score, episode.length = game.results[0]
     return episode
 
 
 @torch.no_grad()
-def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
+def evaluate(
+    model,
+    env_id,
+    episodes=30,
+    seed=0,
+    greedy=False,
+    num_envs=8,
+    max_steps=MAX_EPISODE_STEPS,
+):
     """Scores of `episodes` games, played in batches of `num_envs` environments.
 
     Episode i is reset with seed + i and draws its actions from a generator seeded
@@ -138,41 +95,36 @@ def evaluate(model, env_id, episodes=30, seed=0, greedy=False, num_envs=8):
 
     Book: chapter 6.
     """
-    envs = [make_env(env_id) for _ in range(min(num_envs, episodes))]
-    results = [None] * episodes
-    slot_episode = list(range(len(envs)))  # which episode each environment plays
-    frames = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
-    draws = [torch.Generator().manual_seed(seed + i) for i in range(len(envs))]
-    hx = model.initial_state(len(envs))
-    scores, lengths = np.zeros(len(envs)), np.zeros(len(envs), dtype=int)
-    next_episode = len(envs)
-    # Only the slots still playing go through the network: finished ones cost nothing.
-    while live := [k for k, i in enumerate(slot_episode) if i is not None]:
-        _, logits, hx[live] = model(torch.from_numpy(prepro(frames[live])), hx[live])
-        for j, k in enumerate(live):
-            action = choose_actions(logits[j : j + 1], greedy, draws[k])
-            frames[k], reward, terminated, truncated, _ = envs[k].step(int(action))
-            scores[k] += reward
-            lengths[k] += 1
-            if terminated or truncated or lengths[k] >= MAX_EPISODE_STEPS:
-                results[slot_episode[k]] = (float(scores[k]), int(lengths[k]))
-                scores[k], lengths[k], hx[k] = 0.0, 0, 0.0
-                slot_episode[k] = next_episode if next_episode < episodes else None
-                if slot_episode[k] is not None:
-                    frames[k] = envs[k].reset(seed=seed + next_episode)[0]
-                    draws[k] = torch.Generator().manual_seed(seed + next_episode)
-                    next_episode += 1
-    for env in envs:
-        env.close()
-    return results
+    games = AtariBatch(env_id, num_envs, seed, max_steps, math.inf, episodes=episodes)
+    hx = model.initial_state(len(games.envs))  # (K, H)
+    draws = [torch.Generator().manual_seed(seed + i) for i in games.episode]
+    # Only the games still playing go through the network: finished ones cost nothing.
+    while live := games.live:
+        _, logits, hx[live] = model(torch.from_numpy(games.obs), hx[live])
+        actions = choose_actions(logits, greedy, [draws[k] for k in live])
+        _, dones, _ = games.step(actions.numpy())
+        for k in np.asarray(live)[dones]:  # a new episode, or none: the game retired
+            hx[k] = 0.0
+            if games.episode[k] is not None:
+                draws[k] = torch.Generator().manual_seed(seed + games.episode[k])
+    games.close()
+    return games.results
 
 
-def _evaluate_block(model, env_id, episodes, seed, greedy):
+def _evaluate_block(model, env_id, episodes, seed, greedy, max_steps):
     torch.set_num_threads(1)  # one process per core
-    return evaluate(model, env_id, episodes, seed, greedy)
+    return evaluate(model, env_id, episodes, seed, greedy, max_steps=max_steps)
 
 
-def evaluate_parallel(model, env_id, episodes=30, seed=0, greedy=False, processes=2):
+def evaluate_parallel(
+    model,
+    env_id,
+    episodes=30,
+    seed=0,
+    greedy=False,
+    processes=2,
+    max_steps=MAX_EPISODE_STEPS,
+):
     """`evaluate` split into blocks of consecutive episodes, one process each: the
     same results (episode i depends only on seed + i), faster on several cores.
 
@@ -180,9 +132,11 @@ def evaluate_parallel(model, env_id, episodes=30, seed=0, greedy=False, processe
     """
     sizes = [len(b) for b in np.array_split(range(episodes), processes) if len(b)]
     if len(sizes) <= 1:
-        return evaluate(model, env_id, episodes, seed, greedy)
+        return evaluate(model, env_id, episodes, seed, greedy, max_steps=max_steps)
     starts = np.cumsum([seed, *sizes[:-1]]).tolist()
-    blocks = [(model, env_id, n, start, greedy) for n, start in zip(sizes, starts)]
+    blocks = [
+        (model, env_id, n, start, greedy, max_steps) for n, start in zip(sizes, starts)
+    ]
     with mp.get_context("spawn").Pool(len(blocks)) as pool:
         parts = pool.starmap(_evaluate_block, blocks)
     return [result for part in parts for result in part]
@@ -224,79 +178,3 @@ def save_gif(frames, path, every=2, scale=0.5, fps=30) -> Path:
         optimize=True,
     )
     return path
-
-
-def training_info(checkpoint_dir: Path) -> dict:
-    """Agent steps and wall-clock hours of training, from the log.csv beside a model.
-
-    Book: chapter 6.
-    """
-    log = checkpoint_dir / LOG
-    if not log.is_file():
-        return {}
-    lines = log.read_text().strip().splitlines()
-    if len(lines) < 2:
-        return {}
-    last = dict(zip(lines[0].split(","), lines[-1].split(",")))
-    return {
-        "agent_steps": int(last["agent_steps"]),
-        "hours": round(float(last["elapsed_s"]) / 3600, 2),
-    }
-
-
-def _checkpoint_dir(args) -> Path:
-    path = (
-        Path(args.checkpoint) if args.checkpoint else PRETRAINED / game_dir(args.env_id)
-    )
-    return path if path.is_dir() else path.parent
-
-
-def play_command(args) -> int:
-    """`python -m a3c_core play`: watch episodes, print scores, write a GIF.
-
-    Book: chapter 6.
-    """
-    torch.set_num_threads(1)  # one game at a time: leave the other cores alone
-    model = load_agent(args.env_id, args.checkpoint)
-    results = []
-    for i in range(args.episodes):
-        record = bool(args.gif) and i == 0
-        ep = play_episode(
-            model, args.env_id, args.seed + i, args.greedy, record, args.render
-        )
-        results.append((ep.score, ep.length))
-        print(f"episode {i + 1}: score {ep.score:g}, length {ep.length} agent steps")
-        if record:
-            print(f"wrote {save_gif(ep.frames, args.gif)}")
-    s = summarize(results)
-    print(
-        f"{s['episodes']} episodes: mean {s['mean']:.2f} +- {s['std']:.2f} "
-        f"(min {s['min']:g}, max {s['max']:g}), mean length {s['mean_length']:.0f}"
-    )
-    return 0
-
-
-def evaluate_command(args) -> int:
-    """`python -m a3c_core evaluate`: score many seeded episodes as JSON.
-
-    Book: chapter 6.
-    """
-    torch.set_num_threads(1)  # --processes alone decides how many cores are used
-    model = load_agent(args.env_id, args.checkpoint)
-    results = evaluate_parallel(
-        model, args.env_id, args.episodes, args.seed, args.greedy, args.processes
-    )
-    report = {
-        "env_id": args.env_id,
-        "policy": "greedy" if args.greedy else "sampled",
-        "seed": args.seed,
-        **summarize(results),
-        "scores": [score for score, _ in results],
-        "trained": training_info(_checkpoint_dir(args)),
-        "date": datetime.date.today().isoformat(),
-    }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0

@@ -65,60 +65,21 @@ def pillow_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights
 
 
-def _halving_taps(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Split a 2:1 resize matrix into border taps and small integer interior taps.
-
-    For an exact halving, every interior output pixel mixes inputs 2i-1..2i+2 with
-    the same weights, 2**19 * [1, 3, 3, 1] in Pillow's fixed point; dividing them and
-    the rounding term by their common factor gives the same result in int16
-    arithmetic, which `_halve` hard-codes as taps 1, 3, 3, 1 and a shift by 3. Only
-    the first and last output pixels (3 taps each) differ. Checked here, with
-    `_check_border_rounding`, so that the fast path cannot silently drift from Pillow.
-    """
-    n_out = len(weights)
-    taps = weights[1, 1:5]
-    for i in range(1, n_out - 1):
-        assert np.array_equal(weights[i, 2 * i - 1 : 2 * i + 3], taps)
-        assert weights[i].sum() == taps.sum()
-    common = np.gcd.reduce(np.append(taps, 1 << (_PRECISION_BITS - 1)))
-    # what `_halve` hard-codes: (x1 + 3 * x2 + 3 * x3 + x4 + 4) >> 3
-    assert np.array_equal(taps, np.array([1, 3, 3, 1]) << (_PRECISION_BITS - 3))
-    borders = np.stack([weights[0, :3], weights[-1, -3:]])  # (2, 3)
-    _check_border_rounding(borders)
-    return borders, taps // common, int(np.log2(common))
-
-
-def _check_border_rounding(borders: np.ndarray) -> None:
-    """Assert that the 3-tap border pixels round like `(n + 3) // 7`.
-
-    A border output pixel mixes the two input pixels next to it and one further out,
-    with weights of about 3/7, 3/7 and 1/7. Tried on every possible input, Pillow's
-    22-bit weights give exactly round(n / 7) = (n + 3) // 7 (n / 7 is never halfway
-    between integers), where n = 3 * (sum of the near pair) + far pixel, which
-    `_halve` computes in int16.
-    """
-    pair, far = np.ogrid[: 2 * 255 + 1, : 255 + 1]  # every near-pair sum, far pixel
-    half = 1 << (_PRECISION_BITS - 1)
-    for near, near_too, other in (borders[0], borders[1, ::-1]):
-        assert near == near_too
-        pillow = (near * pair + other * far + half) >> _PRECISION_BITS
-        assert np.array_equal(pillow, (3 * pair + far + 3) // 7)
-
-
-_BORDERS, _TAPS, _TAPS_SHIFT = _halving_taps(
-    pillow_bilinear_weights(CROP_BOTTOM - CROP_TOP, SIZE)
-)
-
-
-def _halve(even: np.ndarray, odd: np.ndarray, axis: int) -> np.ndarray:
+def halve(even: np.ndarray, odd: np.ndarray, axis: int) -> np.ndarray:
     """Pillow's bilinear 2:1 resize along `axis` (-1 or -2) of (N, ..., 80, 81) planes.
 
     `even` and `odd` hold the int16 input lines 2i and 2i+1; the output has their
-    shape. Interior pixel i is (x[2i-1] + 3 * (x[2i] + x[2i+1]) + x[2i+2] + 4) >> 3,
-    each term a shift of a whole plane, so every operation runs over contiguous
-    memory. Shifted past the first or last line, a plane reads nothing (the edge of a
-    frame) or column 80, which must be 0 when `axis` is -1; so the border pixels get
-    the sum of their 3 taps and are rounded apart (see `_check_border_rounding`).
+    shape. Interior pixel i is (x[2i-1] + 3 * (x[2i] + x[2i+1]) + x[2i+2] + 4) >> 3:
+    Pillow's 22-bit weights 2**19 * (1, 3, 3, 1) and its rounding term 2**21 divided
+    by their common factor. Each term is a shift of a whole plane, so every
+    operation runs over contiguous memory. Shifted past the first or last line, a
+    plane reads nothing (the edge of a frame) or column 80, which must be 0 when
+    `axis` is -1; so the border pixels get the sum of their 3 taps, n = 3 * (near
+    pair) + far pixel, and are rounded apart as (n + 3) // 7, which is exactly
+    Pillow's rounding of its 3-tap weights for every input (tests/test_preprocess.py
+    checks both claims against `pillow_bilinear_weights`).
+
+    Book: chapter 1.
     """
     step = 1 if axis == -1 else even.shape[-1]  # distance to the next line
     out = np.add(even, odd)
@@ -190,7 +151,7 @@ def prepro(frames: np.ndarray) -> np.ndarray:
     """
     batch = frames.reshape(-1, *frames.shape[-3:])  # (N, 210, 160, 3)
     grey = _grey_planes(batch)  # (N, 2, 2, 80, 81): column parity, row parity, i, j
-    wide = _halve(grey[:, 0], grey[:, 1], axis=-1)  # (N, 2, 80, 81): row parity, i, j
-    small = _halve(wide[:, 0], wide[:, 1], axis=-2)  # (N, 80, 81)
+    wide = halve(grey[:, 0], grey[:, 1], axis=-1)  # (N, 2, 80, 81): row parity, i, j
+    small = halve(wide[:, 0], wide[:, 1], axis=-2)  # (N, 80, 81)
     out = np.divide(small[..., :SIZE], np.float32(255.0), dtype=np.float32)
     return out.reshape(*frames.shape[:-3], 1, SIZE, SIZE)

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from .play import PRETRAINED
+from .runs import PRETRAINED
 
 # baby-a3c's README: running mean of training episodes at 40M and 80M agent steps.
 # (Its shipped log.txt files end lower at 80M for Breakout, 173.5, and Space

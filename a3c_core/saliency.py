@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .envs import AtariBatch
+from .policy import choose_actions
 from .preprocess import CROP_BOTTOM, CROP_TOP, SIZE
 
 STRIDE = 5  # a saliency score every 5 input pixels: a 16x16 grid
@@ -105,28 +107,21 @@ def overlay(frame: np.ndarray, policy: np.ndarray, value: np.ndarray, strength=N
 
 @torch.no_grad()
 def saliency_rollout(model, env_id: str, steps: int, seed: int = 0, greedy=False):
-    """Play up to `steps` agent steps; returns [(raw frame, policy map, value map)].
+    """Play up to `steps` agent steps of the episode `play_episode` plays with `seed`;
+    returns [(raw frame, policy map, value map)], each map computed with the memory
+    from before its step.
 
     Book: chapter 7.
     """
-    from .envs import make_env
-    from .play import choose_actions
-    from .preprocess import prepro
-
-    env, generator = make_env(env_id), torch.Generator().manual_seed(seed)
-    frame, _ = env.reset(seed=seed)
+    game = AtariBatch(env_id, 1, seed, steps, episodes=1)
+    generator = torch.Generator().manual_seed(seed)
     hx, masks, out = model.initial_state(1), gaussian_masks(), []
-    for _ in range(steps):
-        obs = prepro(frame)  # (1, 80, 80)
-        policy, value = saliency_maps(model, obs, hx, masks)  # memory before this step
-        out.append((frame, policy, value))
-        _, logits, hx = model(torch.from_numpy(obs)[None], hx)
-        frame, _, terminated, truncated, _ = env.step(
-            int(choose_actions(logits, greedy, generator))
-        )
-        if terminated or truncated:
-            break
-    env.close()
+    while game.live:
+        policy, value = saliency_maps(model, game.obs[0], hx, masks)
+        out.append((game.frames[0], policy, value))
+        _, logits, hx = model(torch.from_numpy(game.obs), hx)
+        game.step(choose_actions(logits, greedy, generator).numpy())
+    game.close()
     return out
 
 

@@ -2,9 +2,11 @@
 
 `train` runs in the main process. It builds the shared model and optimizer, starts
 `num_workers` worker processes with the `spawn` context and then only coordinates:
-it reads the workers' episode and update reports, writes a log line every
-`log_every` seconds and a checkpoint every `checkpoint_every` seconds, and stops the
-run cleanly on Ctrl-C / SIGTERM, when a worker fails, or at `total_steps`.
+it applies the workers' reports (`EpisodeEnd`, `UpdateDone`, `WorkerFailed`), writes
+a log row every `log_every` seconds and a checkpoint every `checkpoint_every` seconds
+(and both once more at the end), and stops the run cleanly on Ctrl-C / SIGTERM, when
+a worker fails, at `total_steps` or when `train_minutes` are spent. What it writes
+into the run folder is described in `a3c_core.runs`.
 """
 
 import csv
@@ -14,25 +16,25 @@ import os
 import queue
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from .checkpoint import (
-    CHECKPOINT,
-    LOG,
-    CheckpointError,
-    load_training_checkpoint,
-    record_config_changes,
-    save_checkpoint,
-)
+from .checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
 from .config import A3CConfig
 from .envs import num_actions
 from .network import ActorCritic
 from .optim import SharedAdam
-from .worker import SharedCounters, worker_main
+from .runs import (
+    CHECKPOINT,
+    Progress,
+    format_line,
+    log_row,
+    open_log,
+    record_config_changes,
+)
+from .worker import EpisodeEnd, SharedCounters, UpdateDone, WorkerFailed, worker_main
 
 # glibc hands big freed blocks back to the OS and every fresh page faults, which is
 # unusually costly on this kind of VM; keeping the memory makes workers faster.
@@ -41,12 +43,6 @@ MALLOC_TUNING = {
     "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
     "MALLOC_TOP_PAD_": str(256 << 20),
 }
-LOSS_PARTS = ("loss", "policy_loss", "value_loss", "entropy")
-LOG_COLUMNS = (
-    ["elapsed_s", "agent_steps", "episodes", "updates", "mean_return"]
-    + list(LOSS_PARTS)
-    + ["steps_per_s"]
-)
 
 
 class TrainingError(RuntimeError):
@@ -54,81 +50,6 @@ class TrainingError(RuntimeError):
 
     Book: chapter 5.
     """
-
-
-@dataclass
-class Progress:
-    """What a checkpoint remembers besides weights: counters and the log position.
-
-    Book: chapter 5.
-    """
-
-    agent_steps: int = 0
-    episodes: int = 0
-    updates: int = 0
-    elapsed_s: float = 0.0
-    mean_return: float | None = None  # running mean of raw episode returns
-    log_rows: int = 0  # rows of log.csv that belong to this checkpoint
-
-    def record_episode(self, episode_return: float, horizon: float) -> None:
-        """The seed's running mean: the first episode sets it, then an EMA."""
-        self.episodes += 1
-        if self.mean_return is None:
-            self.mean_return = episode_return
-        else:
-            self.mean_return = (
-                horizon * self.mean_return + (1 - horizon) * episode_return
-            )
-
-
-def open_log(run_dir: Path, keep_rows: int):
-    """log.csv opened for appending, cut back to the rows the checkpoint covers.
-
-    Book: chapter 5.
-    """
-    path = run_dir / LOG
-    rows = []
-    if keep_rows and path.exists():
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))[1 : keep_rows + 1]
-    with open(path, "w", newline="") as f:  # header + the kept rows
-        csv.writer(f).writerows([LOG_COLUMNS, *rows])
-    return open(path, "a", newline="")
-
-
-def log_row(p: Progress, losses: list, samples_per_update: int, rate: float) -> list:
-    """One log.csv row; losses are means per agent step over the recent updates.
-
-    Book: chapter 5.
-    """
-    per_step = [
-        sum(column) / (samples_per_update * len(losses)) for column in zip(*losses)
-    ]
-    mean_return = "" if p.mean_return is None else f"{p.mean_return:.3f}"
-    return [
-        f"{p.elapsed_s:.1f}",
-        p.agent_steps,
-        p.episodes,
-        p.updates,
-        mean_return,
-        *([f"{x:.5f}" for x in per_step] if losses else [""] * len(LOSS_PARTS)),
-        f"{rate:.1f}",
-    ]
-
-
-def format_line(row: list) -> str:
-    """The console version of a log row.
-
-    Book: chapter 5.
-    """
-    r = dict(zip(LOG_COLUMNS, row))
-    hours, rest = divmod(int(float(r["elapsed_s"])), 3600)
-    return (
-        f"time {hours:02d}h{rest // 60:02d}m{rest % 60:02d}s  "
-        f"steps {int(r['agent_steps']) / 1e6:.2f}M  episodes {r['episodes']}  "
-        f"mean return {r['mean_return'] or 'n/a'}  loss/step {r['loss'] or 'n/a'}  "
-        f"{float(r['steps_per_s']):.0f} steps/s"
-    )
 
 
 class Trainer:
@@ -147,17 +68,15 @@ class Trainer:
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_shared_state(state["optimizer"])
-            known = {f.name for f in dataclasses.fields(Progress)}
-            saved = {k: v for k, v in state["progress"].items() if k in known}
-            self.progress = Progress(**saved)
-        self.ctx = mp.get_context("spawn")
-        self.counters = SharedCounters(
-            self.ctx, self.progress.agent_steps, self.progress.updates
-        )
+            self.progress = Progress.from_dict(state["progress"])
+        p, self.ctx = self.progress, mp.get_context("spawn")
+        self.counters = SharedCounters(self.ctx, p.agent_steps, p.updates)
         self.events, self.stop = self.ctx.Queue(), self.ctx.Event()
-        self.losses: list[tuple] = []  # updates since the last log row
+        self.updates: list[UpdateDone] = []  # reports since the last log row
         self.failure: str | None = None
         self.workers: list = []
+        self.elapsed_before, self.logged_steps = p.elapsed_s, p.agent_steps
+        self.started = self.logged_at = self.saved_at = 0.0  # clock times, from run
 
     def start_workers(self) -> None:
         """Spawn the workers; they inherit the malloc tuning through the environment."""
@@ -189,17 +108,16 @@ class Trainer:
         except queue.Empty:
             pass
 
-    def handle(self, event: tuple) -> None:
-        kind, *data = event
-        if kind == "episode":
-            self.progress.record_episode(data[0], self.cfg.return_horizon)
-        elif kind == "update":
-            self.losses.append(tuple(data))
-        elif kind == "nan":
-            self.fail(f"worker {data[0]} stopped the run: {data[1]}")
-        elif kind == "error":
-            tqdm.write(data[1])  # the worker's traceback
-            self.fail(f"worker {data[0]} failed: {data[1].strip().splitlines()[-1]}")
+    def handle(self, event) -> None:
+        """Apply one worker report to the run's progress."""
+        if isinstance(event, EpisodeEnd):
+            self.progress.record_episode(event.score, self.cfg.return_horizon)
+        elif isinstance(event, UpdateDone):
+            self.updates.append(event)
+        elif isinstance(event, WorkerFailed):
+            if event.traceback:
+                tqdm.write(event.traceback)
+            self.fail(f"worker {event.rank} {event.message}")
 
     def fail(self, message: str) -> None:
         """Remember the first failure and stop every worker."""
@@ -211,29 +129,45 @@ class Trainer:
             if w.exitcode not in (None, 0):
                 self.fail(f"worker {rank} died with exit code {w.exitcode}")
 
-    def write_log(self, log, rate: float) -> None:
-        p, cfg = self.progress, self.cfg
-        p.agent_steps, p.updates = (
-            self.counters.steps.value,
-            self.counters.updates.value,
-        )
-        row = log_row(p, self.losses, cfg.rollout_len * cfg.envs_per_worker, rate)
+    def keep_up(self, log, final: bool = False) -> None:
+        """Bring `progress` up to date, stop the run when its time budget is spent,
+        and log and checkpoint when due; at the end (`final`), log if anything
+        happened since the last row and checkpoint, unless something failed."""
+        self.check_workers()
+        cfg, p, now, counters = self.cfg, self.progress, time.monotonic(), self.counters
+        p.elapsed_s = self.elapsed_before + now - self.started
+        p.agent_steps, p.updates = counters.steps.value, counters.updates.value
+        if cfg.train_minutes and p.elapsed_s >= 60 * cfg.train_minutes:
+            self.stop.set()  # the time budget is spent; workers finish an update
+        if final and self.failure:
+            return
+        if final:
+            log_due, save_due = p.agent_steps > self.logged_steps, True
+        else:
+            log_due = now - self.logged_at >= cfg.log_every
+            save_due = now - self.saved_at >= cfg.checkpoint_every
+        if log_due:
+            self.write_log(log, now)
+        if save_due and not self.failure:
+            self.save()
+            self.saved_at = now
+
+    def write_log(self, log, now: float) -> None:
+        """Append a row to log.csv and print it; the rate is since the last row."""
+        cfg, p = self.cfg, self.progress
+        rate = (p.agent_steps - self.logged_steps) / (now - self.logged_at)
+        row = log_row(p, self.updates, cfg.rollout_len * cfg.envs_per_worker, rate)
         csv.writer(log).writerow(row)
         log.flush()
         p.log_rows += 1
-        self.losses = []
+        self.updates, self.logged_at, self.logged_steps = [], now, p.agent_steps
         tqdm.write(format_line(row))
 
     def save(self) -> None:
         """Checkpoint, unless the weights diverged (keep the last good one then)."""
         if not all(torch.isfinite(w).all() for w in self.model.parameters()):
             return self.fail("the shared weights are NaN or inf")
-        p = self.progress
-        p.agent_steps, p.updates = (
-            self.counters.steps.value,
-            self.counters.updates.value,
-        )
-        progress = dataclasses.asdict(p)
+        progress = dataclasses.asdict(self.progress)
         save_checkpoint(self.run_dir, self.model, self.optimizer, self.cfg, progress)
 
     def join_workers(self, timeout: float) -> None:
@@ -246,43 +180,22 @@ class Trainer:
 
     def run(self, log, show_progress: bool) -> Progress:
         """Coordinate until every worker has stopped; log and checkpoint on the way."""
-        cfg, p = self.cfg, self.progress
-        start, elapsed0 = time.monotonic(), p.elapsed_s
-        last_log = last_save = start
-        logged_steps = self.counters.steps.value
+        p = self.progress
         bar = tqdm(
-            total=cfg.total_steps,
-            initial=logged_steps,
+            total=self.cfg.total_steps,
+            initial=p.agent_steps,
             unit="step",
             disable=not show_progress,
         )
+        self.started = self.logged_at = self.saved_at = time.monotonic()
         self.start_workers()
         while any(w.is_alive() for w in self.workers):
             self.drain_events(timeout=0.5)
-            self.check_workers()
-            now, steps = time.monotonic(), self.counters.steps.value
-            p.elapsed_s = elapsed0 + now - start
-            bar.update(steps - bar.n)
-            if cfg.train_minutes and p.elapsed_s >= 60 * cfg.train_minutes:
-                self.stop.set()  # the time budget is spent; workers finish an update
-            if now - last_log >= cfg.log_every:
-                self.write_log(log, (steps - logged_steps) / (now - last_log))
-                last_log, logged_steps = now, steps
-            if now - last_save >= cfg.checkpoint_every and not self.failure:
-                self.save()
-                last_save = now
+            self.keep_up(log)
+            bar.update(p.agent_steps - bar.n)
         bar.close()
         self.drain_events(timeout=0.1)
-        self.check_workers()
-        if not self.failure:
-            now = time.monotonic()
-            p.elapsed_s = elapsed0 + now - start
-            steps = self.counters.steps.value
-            if (
-                steps > logged_steps
-            ):  # no empty row when nothing happened since the last
-                self.write_log(log, (steps - logged_steps) / (now - last_log))
-            self.save()
+        self.keep_up(log, final=True)
         if self.failure:
             raise TrainingError(f"{self.failure}; the last good checkpoint is kept")
         return p

@@ -1,10 +1,12 @@
 """One A3C worker process: act, learn, update the shared model (chapter 5).
 
 A worker plays `envs_per_worker` games in lockstep with a local copy of the shared
-model, one batched forward pass per step. Every `rollout_len` steps it computes the
-A3C loss of the rollout, backpropagates through it, clips its gradient and applies
-it to the shared model with the shared optimizer, without waiting for the other
-workers (Hogwild). Then it copies the shared weights back and goes on.
+model, one batched forward pass per step (`collect`). Every `rollout_len` steps it
+makes one `update`: it computes the A3C loss of the rollout, backpropagates through
+it, clips its gradient and applies it to the shared model with the shared optimizer,
+without waiting for the other workers (Hogwild). Then it copies the shared weights
+back and goes on. It reports to the trainer with small events (`EpisodeEnd`,
+`UpdateDone`, `WorkerFailed`) on a queue.
 
 It acts without an autograd graph but keeps every layer's activations, and learns
 by replaying the rollout (chapter 2): the convolutions' backward pass runs once for
@@ -19,12 +21,12 @@ import traceback
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .envs import AtariBatch
-from .loss import a3c_loss
+from .loss import LossTerms, a3c_loss
 from .network import ActorCritic
 from .optim import hand_over_grads, pull_params
+from .policy import choose_actions
 
 
 class NonFiniteLoss(RuntimeError):
@@ -51,6 +53,42 @@ class SharedCounters:
             self.steps.value += steps
             self.updates.value += updates
             return self.steps.value
+
+
+@dataclass(frozen=True)
+class EpisodeEnd:
+    """A worker's game finished an episode: its raw score and length in agent steps.
+
+    Book: chapter 5.
+    """
+
+    score: float
+    length: int
+
+
+@dataclass(frozen=True)
+class UpdateDone:
+    """A worker updated the shared model: the loss terms of its rollout (sums).
+
+    Book: chapter 5.
+    """
+
+    loss: float
+    policy_loss: float
+    value_loss: float
+    entropy: float
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    """A worker stopped on an error; `message` ends the trainer's one-line report.
+
+    Book: chapter 5.
+    """
+
+    rank: int
+    message: str
+    traceback: str = ""  # the worker's traceback, for errors the run did not expect
 
 
 @dataclass
@@ -86,14 +124,13 @@ def collect(model, envs, hx, new_episode, rollout_len, generator, events):
             logits = model.actor_linear(hx)  # (K, A)
             if not torch.isfinite(logits).all():
                 raise NonFiniteLoss("the network outputs NaN or inf: weights diverged")
-            probs = F.softmax(logits, dim=-1)
-            actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            actions = choose_actions(logits, greedy=False, generators=generator)
         reset = new_episode  # games whose memory started from zero at this step
         rewards, dones, finished = envs.step(actions.numpy())
         new_episode = torch.from_numpy(dones)
         steps.append((layers, reset, actions, torch.from_numpy(rewards), new_episode))
-        for episode_return, length in finished:
-            events.put(("episode", episode_return, length))
+        for score, length in finished:
+            events.put(EpisodeEnd(score, length))
     layers, resets, actions, rewards, dones = zip(*steps)
     activations = [torch.cat(layer) for layer in zip(*layers)]  # (T * K, C, H, W)
     columns = (torch.stack(c) for c in (resets, actions, rewards, dones))
@@ -118,8 +155,22 @@ def learn(model, rollout, bootstrap, cfg):
     return terms
 
 
+def update(model, shared_model, optimizer, rollout, bootstrap, cfg) -> LossTerms:
+    """One asynchronous update: learn from the rollout, hand the gradient to the
+    shared model, step the shared optimizer (no lock: Hogwild, chapter 4) and copy
+    the new shared weights back. bootstrap (K) = V(s_T); returns the `LossTerms`.
+
+    Book: chapter 5.
+    """
+    terms = learn(model, rollout, bootstrap, cfg)
+    hand_over_grads(model, shared_model)
+    optimizer.step()
+    pull_params(model, shared_model)
+    return terms
+
+
 def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
-    """The worker loop: collect a rollout, learn from it, update the shared model.
+    """The worker loop: collect a rollout, bootstrap, update, count and report.
 
     Book: chapter 5.
     """
@@ -142,15 +193,11 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
         with torch.no_grad():  # V(s_T); ignored by the loss where the game just ended
             bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
         # learn replays the memory from rollout.start_hx, a constant: truncated BPTT
-        terms = learn(model, rollout, bootstrap, cfg)
+        terms = update(model, shared_model, optimizer, rollout, bootstrap, cfg)
         del rollout  # frees its activations before the next rollout allocates its own
-        hand_over_grads(model, shared_model)
-        optimizer.step()
         counters.add(steps=cfg.rollout_len * K, updates=1)
-        events.put(
-            ("update", terms.total.item(), terms.policy, terms.value, terms.entropy)
-        )
-        pull_params(model, shared_model)
+        loss = terms.total.item()
+        events.put(UpdateDone(loss, terms.policy, terms.value, terms.entropy))
     envs.close()
 
 
@@ -164,8 +211,10 @@ def worker_main(rank, cfg, shared_model, optimizer, counters, events, stop):
     try:
         run_worker(rank, cfg, shared_model, optimizer, counters, events, stop)
     except NonFiniteLoss as error:
-        events.put(("nan", rank, str(error)))
+        events.put(WorkerFailed(rank, f"stopped the run: {error}"))
         raise SystemExit(3) from None
     except BaseException:
-        events.put(("error", rank, traceback.format_exc()))
+        trace = traceback.format_exc()
+        last_line = trace.strip().splitlines()[-1]
+        events.put(WorkerFailed(rank, f"failed: {last_line}", trace))
         raise SystemExit(1) from None

@@ -6,7 +6,8 @@ Measures, in one run and on one game:
   (b) classic_a3c: the real trainer with one environment per worker (K = 1);
   (c) default:     the real trainer with the default A3CConfig;
 then the ratios c/a and c/b, inference speed on one core (`a3c_core.play.evaluate`,
-and the network's forward pass alone) and where one worker's time goes. Writes
+and the network's forward pass alone) and where one worker's time goes (the
+package's own `run_worker`, its parts timed where it calls them). Writes
 benchmarks/throughput.json.
 
     python benchmarks/throughput.py --env Pong-v4 --seconds 40
@@ -16,18 +17,20 @@ include everything a real run does (Hogwild updates, logging, checkpoints).
 """
 
 import argparse
-import csv
 import dataclasses
 import datetime
 import json
 import multiprocessing as mp
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from threading import Event
+from unittest import mock
 
 import numpy as np
 import torch
@@ -36,7 +39,9 @@ from a3c_core.config import A3CConfig
 from a3c_core.envs import AtariBatch, num_actions
 from a3c_core.network import ActorCritic
 from a3c_core.play import evaluate
+from a3c_core.runs import read_log
 from a3c_core.train import MALLOC_TUNING
+from a3c_core.worker import SharedCounters
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,89 +85,105 @@ def trainer_rate(cfg: A3CConfig, seconds: float, warmup: float = 20.0) -> float:
         time.sleep(warmup + seconds)
         run.send_signal(signal.SIGTERM)
         run.wait(120)
-        with open(Path(run_dir) / "run" / "log.csv") as f:
-            rows = [r for r in csv.DictReader(f) if float(r["elapsed_s"]) > warmup]
-    steps = [int(r["agent_steps"]) for r in rows]
-    times = [float(r["elapsed_s"]) for r in rows]
+        rows = [r for r in read_log(Path(run_dir) / "run") if r["elapsed_s"] > warmup]
+    steps = [r["agent_steps"] for r in rows]
+    times = [r["elapsed_s"] for r in rows]
     return (steps[-1] - steps[0]) / (times[-1] - times[0])
 
 
-class TimedBatch(AtariBatch):
-    """`AtariBatch` adding up the time spent in `step` (games + preprocessing)."""
+class PartTimer:
+    """Wall time per part of a worker's loop, added up by wrappers around the
+    package's own functions; what the first `warmup` updates took is dropped."""
 
-    seconds = 0.0
-
-    def step(self, actions):
-        start = time.perf_counter()
-        out = super().step(actions)
-        self.seconds += time.perf_counter() - start
-        return out
-
-
-class Stopwatch:
-    """Accumulates wall time per named part, lap after lap."""
-
-    def __init__(self):
+    def __init__(self, warmup: int):
         self.totals: dict[str, float] = {}
-        self.last = time.perf_counter()
-
-    def lap(self, name: str, minus: float = 0.0) -> None:
-        now = time.perf_counter()
-        self.add(name, now - self.last - minus)
-        self.last = now
+        self.warmup, self.updates, self.collect_start = warmup, 0, 0.0
 
     def add(self, name: str, seconds: float) -> None:
         self.totals[name] = self.totals.get(name, 0.0) + seconds
 
+    def timed(self, name: str, fn):
+        """`fn`, adding the time of each call to part `name`."""
 
-def breakdown(cfg: A3CConfig, updates: int = 30) -> dict[str, float]:
-    """Milliseconds per agent step of one worker's parts, timing the package's own
-    `collect` and `learn` (as `run_worker` calls them) on one core."""
-    import queue
+        def timed_fn(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.add(name, time.perf_counter() - start)
+            return out
 
-    from a3c_core.optim import SharedAdam, hand_over_grads, pull_params
+        return timed_fn
+
+    def batch_class(self):
+        """`AtariBatch`, timing `step` (games + preprocessing) and keeping itself."""
+        timer = self
+
+        class TimedBatch(AtariBatch):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                timer.batch = self
+
+            step = timer.timed("environment + preprocessing", AtariBatch.step)
+
+        return TimedBatch
+
+    def collect(self, fn):
+        """`collect`, remembering when it started: acting lasts until `update`."""
+
+        def timed_collect(*args, **kwargs):
+            self.collect_start = time.perf_counter()
+            return fn(*args, **kwargs)
+
+        return timed_collect
+
+    def update(self, fn):
+        """`update`, ending the acting part (collect + bootstrap) and counting."""
+
+        def timed_update(*args, **kwargs):
+            self.add("acting + environment", time.perf_counter() - self.collect_start)
+            out = fn(*args, **kwargs)
+            self.updates += 1
+            if self.updates == self.warmup:  # caches and allocators are warm now
+                self.totals = {}
+            return out
+
+        return timed_update
+
+
+def breakdown(cfg: A3CConfig, updates: int = 30, warmup: int = 2) -> dict[str, float]:
+    """Milliseconds per agent step of one worker's parts: the package's own
+    `run_worker` on one core, timed where it calls `collect`, `update`, the games,
+    `learn`, the gradient hand-over, the optimizer step and the weight sync."""
+    from a3c_core import worker
+    from a3c_core.optim import SharedAdam
     from a3c_core.preprocess import prepro
-    from a3c_core.worker import collect, learn
 
     torch.set_num_threads(1)
     K, T = cfg.envs_per_worker, cfg.rollout_len
-    envs = TimedBatch(cfg.env_id, K, 0, cfg.max_episode_steps)
-    actions = envs.envs[0].action_space.n
-    shared, local = (
-        ActorCritic(actions).to(memory_format=torch.channels_last) for _ in range(2)
-    )
-    shared.share_memory()
+    cfg = dataclasses.replace(cfg, total_steps=(warmup + updates) * T * K)
+    shared = ActorCritic(num_actions(cfg.env_id), cfg.hidden_size)
+    shared = shared.to(memory_format=torch.channels_last).share_memory()
     optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
-    generator, events = torch.Generator().manual_seed(0), queue.Queue()
-    hx, new_episode = local.initial_state(K), torch.ones(K, dtype=torch.bool)
-    watch = Stopwatch()
-    for update in range(updates + 2):
-        if update == 2:
-            watch = Stopwatch()  # the first 2 updates warm up caches and allocators
-        envs.seconds = 0.0
-        rollout, hx, new_episode = collect(
-            local, envs, hx, new_episode, T, generator, events
-        )
-        with torch.no_grad():
-            bootstrap, _, _ = local(torch.from_numpy(envs.obs), hx)
-        watch.lap("acting (forward)", minus=envs.seconds)
-        watch.add("environment + preprocessing", envs.seconds)
-        learn(local, rollout, bootstrap, cfg)
-        watch.lap("learning (replay, loss, backward)")
-        hand_over_grads(local, shared)
-        optimizer.step()
-        watch.lap("optimizer step")
-        pull_params(local, shared)
-        watch.lap("sync weights")
+    watch = PartTimer(warmup)
+    optimizer.step = watch.timed("optimizer step", optimizer.step)
+    parts = {
+        "AtariBatch": watch.batch_class(),
+        "collect": watch.collect(worker.collect),
+        "update": watch.update(worker.update),
+        "learn": watch.timed("learning (replay, loss, backward)", worker.learn),
+        "hand_over_grads": watch.timed("optimizer step", worker.hand_over_grads),
+        "pull_params": watch.timed("sync weights", worker.pull_params),
+    }
+    counters = SharedCounters(mp.get_context("spawn"))
+    with mock.patch.multiple(worker, **parts):
+        worker.run_worker(0, cfg, shared, optimizer, counters, queue.Queue(), Event())
     totals = watch.totals
-    frames = np.stack([env.unwrapped.ale.getScreenRGB() for env in envs.envs])
+    environment = totals.pop("environment + preprocessing")
+    totals["acting (forward)"] = totals.pop("acting + environment") - environment
     start = time.perf_counter()
     for _ in range(updates * T):
-        prepro(frames)  # (K, 210, 160, 3): as often as the games stepped
+        prepro(watch.batch.frames)  # (K, 210, 160, 3): as often as the games stepped
     totals["preprocessing"] = time.perf_counter() - start
-    totals["environment"] = (
-        totals.pop("environment + preprocessing") - totals["preprocessing"]
-    )
+    totals["environment"] = environment - totals["preprocessing"]
     per_step = {k: 1000 * v / (updates * T * K) for k, v in totals.items()}
     return dict(sorted(per_step.items(), key=lambda kv: -kv[1]))
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from a3c_core.checkpoint import (
-    CHANGES,
     CheckpointError,
     atomic_save,
     load_weights,
@@ -14,7 +13,8 @@ from a3c_core.checkpoint import (
 from a3c_core.config import A3CConfig
 from a3c_core.network import ActorCritic
 from a3c_core.optim import SharedAdam
-from a3c_core.train import Progress, prepare_run
+from a3c_core.runs import CHANGES, Progress
+from a3c_core.train import prepare_run
 from tests.conftest import baby_a3c_checkpoint
 
 

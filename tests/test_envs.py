@@ -56,3 +56,40 @@ def test_rewards_are_clipped_for_learning_but_scores_stay_raw_and_episodes_are_c
     assert finished == [(150.0, 30)]  # raw score of 30 steps x 5
     assert envs.lengths[0] == 0 and envs.returns[0] == 0.0
     envs.close()
+
+
+class RecordsResets(FakeGame):
+    """FakeGame that remembers the seed of every reset."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.seeds = []
+
+    def reset(self, **kwargs):
+        self.seeds.append(kwargs.get("seed"))
+        return super().reset(**kwargs)
+
+
+def test_a_worker_batch_seeds_only_its_first_episodes():
+    envs = AtariBatch("Pong-v4", num_envs=2, seed=10, max_episode_steps=3)
+    envs.envs = [RecordsResets(env) for env in envs.envs]
+    for _ in range(9):
+        envs.step(np.zeros(2, dtype=int))
+    assert [env.seeds for env in envs.envs] == [[None] * 3, [None] * 3]
+    assert envs.live == [0, 1] and envs.results == []
+    envs.close()
+
+
+def test_a_batch_of_episodes_seeds_each_one_and_retires_games_when_none_is_left():
+    envs = AtariBatch("Pong-v4", num_envs=2, seed=10, max_episode_steps=2, episodes=5)
+    envs.envs = [RecordsResets(env) for env in envs.envs]  # episodes 0, 1 started
+    live = []
+    for _ in range(6):  # every episode lasts 2 agent steps
+        live.append(envs.live)
+        _, dones, _ = envs.step(np.zeros(len(envs.live), dtype=int))
+        assert len(dones) == len(live[-1]) and len(envs.obs) == len(envs.live)
+    assert live == [[0, 1]] * 4 + [[0]] * 2 and envs.live == []
+    assert [env.seeds for env in envs.envs] == [[12, 14], [13]]  # seed + episode
+    assert envs.results == [(10.0, 2)] * 5  # raw: 5 per step in FakeGame
+    assert envs.obs.shape == (0, 1, 80, 80)
+    envs.close()

@@ -3,13 +3,12 @@ import json
 import pytest
 import torch
 
-from a3c_core.checkpoint import CheckpointError
+from a3c_core.checkpoint import CheckpointError, load_agent
 from a3c_core.config import A3CConfig
 from a3c_core.network import ActorCritic
 from a3c_core.play import (
     evaluate,
     evaluate_parallel,
-    load_agent,
     play_episode,
     save_gif,
     summarize,

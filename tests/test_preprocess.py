@@ -3,10 +3,14 @@ import numpy as np
 from a3c_core.preprocess import (
     CROP_BOTTOM,
     CROP_TOP,
+    SIZE,
     bytescale,
+    pillow_bilinear_weights,
     prepro,
     prepro_reference,
 )
+
+ONE = 1 << 22  # 1.0 in Pillow's fixed point for 8-bit images
 
 
 def test_fast_prepro_equals_the_pillow_reference_on_real_frames(atari_frames):
@@ -59,3 +63,27 @@ def test_bytescale_stretches_any_range_to_0_255():
 
 def test_an_empty_batch_gives_an_empty_batch():
     assert prepro(np.zeros((0, 210, 160, 3), np.uint8)).shape == (0, 1, 80, 80)
+
+
+def test_interior_weights_are_the_taps_1_3_3_1_that_halve_hard_codes():
+    weights = pillow_bilinear_weights(CROP_BOTTOM - CROP_TOP, SIZE)  # (80, 160)
+    taps = np.array([1, 3, 3, 1]) * (ONE // 8)  # 2**19 * (1, 3, 3, 1)
+    for i in range(1, SIZE - 1):  # inputs 2i-1 .. 2i+2, and nothing else
+        assert np.array_equal(weights[i, 2 * i - 1 : 2 * i + 3], taps)
+        assert weights[i].sum() == taps.sum() == ONE
+    # with the rounding term ONE / 2, the common factor 2**19 divides out exactly:
+    # (2**19 * n + 2**21) >> 22 == (n + 4) >> 3 for every n
+    n = np.arange(8 * 255 + 1)
+    assert np.array_equal((n * (ONE // 8) + ONE // 2) >> 22, (n + 4) >> 3)
+
+
+def test_border_pixels_round_like_halve_for_every_input():
+    """Pillow's 3-tap border weights (about 3/7, 3/7, 1/7) give exactly
+    (3 * (near pair) + far + 3) // 7, which `halve` computes in int16."""
+    weights = pillow_bilinear_weights(CROP_BOTTOM - CROP_TOP, SIZE)
+    first, last = weights[0, :3], weights[-1, -3:][::-1]  # near, near, far
+    assert np.array_equal(first, last) and first[0] == first[1]
+    assert weights[0, 3:].sum() == weights[-1, :-3].sum() == 0
+    pair, far = np.ogrid[: 2 * 255 + 1, : 255 + 1]  # every near-pair sum, far pixel
+    pillow = (first[0] * pair + first[2] * far + ONE // 2) >> 22
+    assert np.array_equal(pillow, (3 * pair + far + 3) // 7)

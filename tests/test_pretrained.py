@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
+from a3c_core.checkpoint import load_agent
 from a3c_core.config import A3CConfig
 from a3c_core.envs import num_actions
-from a3c_core.play import PRETRAINED, load_agent, play_episode, training_info
+from a3c_core.play import play_episode
+from a3c_core.runs import PRETRAINED, training_info
 
 AGENTS = sorted(p for p in PRETRAINED.glob("*") if (p / "model.pt").exists())
 

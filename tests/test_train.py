@@ -1,7 +1,6 @@
 """End-to-end training runs: short, real, with 2 worker processes."""
 
 import contextlib
-import csv
 import os
 import signal
 import subprocess
@@ -11,8 +10,9 @@ import time
 import pytest
 import torch
 
-from a3c_core.checkpoint import CHECKPOINT, LOG, MODEL, atomic_save
+from a3c_core.checkpoint import atomic_save
 from a3c_core.config import A3CConfig
+from a3c_core.runs import CHECKPOINT, MODEL, read_log
 from a3c_core.train import TrainingError, train
 from tests.conftest import ROOT
 
@@ -25,11 +25,6 @@ QUICK = dict(
 )
 
 
-def log_rows(run_dir):
-    with open(run_dir / LOG, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def checkpoint(run_dir) -> dict:
     return torch.load(run_dir / CHECKPOINT, weights_only=True)
 
@@ -40,13 +35,13 @@ def test_two_workers_train_then_resume_with_counters_continuing(tmp_path):
     saved = checkpoint(tmp_path)
     assert saved["progress"]["agent_steps"] == first.agent_steps
     assert saved["optimizer"]["state"][0]["step"].item() == first.updates
-    assert (tmp_path / MODEL).exists() and len(log_rows(tmp_path)) == first.log_rows
+    assert (tmp_path / MODEL).exists() and len(read_log(tmp_path)) == first.log_rows
 
     second = train(
         A3CConfig(total_steps=3000, **QUICK), tmp_path, resume=True, show_progress=False
     )
     assert second.agent_steps >= 3000 and second.updates == second.agent_steps // 20
-    rows = log_rows(tmp_path)
+    rows = read_log(tmp_path)
     steps = [int(r["agent_steps"]) for r in rows]
     assert steps == sorted(steps) and steps[-1] == second.agent_steps
     assert float(rows[-1]["elapsed_s"]) > float(rows[first.log_rows - 1]["elapsed_s"])
@@ -141,7 +136,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
         show_progress=False,
     )
     assert resumed.agent_steps >= saved["progress"]["agent_steps"] + 800
-    rows = log_rows(tmp_path)
+    rows = read_log(tmp_path)
     assert int(rows[kept]["agent_steps"]) >= int(rows[kept - 1]["agent_steps"])
     assert len(rows) == resumed.log_rows  # rows written after the checkpoint were cut
 
@@ -154,7 +149,7 @@ def test_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path):
     assert run.returncode == 0, err
     assert "SIGTERM" in out + err
     steps = checkpoint(tmp_path)["progress"]["agent_steps"]
-    assert steps == int(log_rows(tmp_path)[-1]["agent_steps"])
+    assert steps == int(read_log(tmp_path)[-1]["agent_steps"])
 
 
 def test_a_dead_worker_stops_the_run_with_an_error(tmp_path):

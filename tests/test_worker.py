@@ -8,7 +8,7 @@ from a3c_core.config import A3CConfig
 from a3c_core.envs import AtariBatch
 from a3c_core.loss import a3c_loss
 from a3c_core.network import ActorCritic
-from a3c_core.worker import Rollout, collect, learn
+from a3c_core.worker import EpisodeEnd, Rollout, collect, learn
 
 
 def test_collect_resets_memory_at_episode_ends_and_reports_episodes():
@@ -34,7 +34,7 @@ def test_collect_resets_memory_at_episode_ends_and_reports_episodes():
         for k in range(2):
             assert (seen[t][k].abs().sum() == 0) == bool(ends[t - 1, k])
     assert seen[0][1].abs().sum() == 0 and seen[0][0].abs().sum() > 0
-    episodes = [event for event in list(events.queue) if event[0] == "episode"]
+    episodes = [event for event in list(events.queue) if isinstance(event, EpisodeEnd)]
     assert len(episodes) == ends.sum()
     envs.close()
     np.testing.assert_array_equal(rollout.resets[1:].numpy(), ends[:-1])

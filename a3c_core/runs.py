@@ -1,0 +1,232 @@
+"""The run folder: what a training run writes, and how to read it back (chapter 5).
+
+A run lives in one folder (`runs/pong-v4/`, or `pretrained/pong-v4/` for our agents):
+
+- `checkpoint.pt`: weights, shared optimizer state, config and `Progress`, to resume;
+- `model.pt`: the weights alone, to play;
+- `config.json`: the run's latest config;
+- `log.csv`: one row every `log_every` seconds, the whole history across resumes;
+- `config_changes.jsonl`: every hyperparameter a resume changed, and from which
+  agent step.
+
+This module names those files and owns the log and the change records: it writes
+them (`open_log`, `log_row`, `record_config_changes`) and reads them back
+(`read_log`, `training_info`, `read_config_changes`, `config_at`, `changed_at`).
+Checkpoints themselves are written and loaded by `a3c_core.checkpoint`.
+"""
+
+import csv
+import dataclasses
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RUN_CONTROL, A3CConfig
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+CONFIG = "config.json"
+LOG = "log.csv"
+CHANGES = "config_changes.jsonl"
+
+PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
+"""Our trained agents, one run folder per game (`pretrained/pong-v4/`)."""
+
+LOSS_PARTS = ("loss", "policy_loss", "value_loss", "entropy")
+LOG_COLUMNS = (
+    ["elapsed_s", "agent_steps", "episodes", "updates", "mean_return"]
+    + list(LOSS_PARTS)
+    + ["steps_per_s"]
+)
+COUNT_COLUMNS = ("agent_steps", "episodes", "updates")  # integers; the rest are floats
+
+
+def game_dir(env_id: str) -> str:
+    """pong-v4 for Pong-v4; ale-pong-v5 for ALE/Pong-v5: a run folder's usual name.
+
+    Book: chapter 6.
+    """
+    return env_id.lower().replace("/", "-")
+
+
+@dataclass
+class Progress:
+    """What a checkpoint remembers besides weights: counters and the log position.
+
+    Book: chapter 5.
+    """
+
+    agent_steps: int = 0
+    episodes: int = 0
+    updates: int = 0
+    elapsed_s: float = 0.0
+    mean_return: float | None = None  # running mean of raw episode returns
+    log_rows: int = 0  # rows of log.csv that belong to this checkpoint
+
+    def record_episode(self, episode_return: float, horizon: float) -> None:
+        """The seed's running mean: the first episode sets it, then an EMA."""
+        self.episodes += 1
+        if self.mean_return is None:
+            self.mean_return = episode_return
+        else:
+            self.mean_return = (
+                horizon * self.mean_return + (1 - horizon) * episode_return
+            )
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "Progress":
+        """The `Progress` saved in a checkpoint (keys it does not know are skipped)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+def open_log(run_dir: Path, keep_rows: int):
+    """log.csv opened for appending, cut back to the rows the checkpoint covers.
+
+    Book: chapter 5.
+    """
+    path = Path(run_dir) / LOG
+    rows = []
+    if keep_rows and path.exists():
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))[1 : keep_rows + 1]
+    with open(path, "w", newline="") as f:  # header + the kept rows
+        csv.writer(f).writerows([LOG_COLUMNS, *rows])
+    return open(path, "a", newline="")
+
+
+def log_row(p: Progress, updates: list, samples_per_update: int, rate: float) -> list:
+    """One log.csv row; `updates` are the workers' reports since the last row (each
+    has the `LOSS_PARTS` as attributes), logged as means per agent step.
+
+    Book: chapter 5.
+    """
+    samples = samples_per_update * len(updates)
+    losses = [
+        f"{sum(getattr(u, part) for u in updates) / samples:.5f}" if updates else ""
+        for part in LOSS_PARTS
+    ]
+    mean_return = "" if p.mean_return is None else f"{p.mean_return:.3f}"
+    return [
+        f"{p.elapsed_s:.1f}",
+        p.agent_steps,
+        p.episodes,
+        p.updates,
+        mean_return,
+        *losses,
+        f"{rate:.1f}",
+    ]
+
+
+def format_line(row: list) -> str:
+    """The console version of a log row.
+
+    Book: chapter 5.
+    """
+    r = dict(zip(LOG_COLUMNS, row))
+    hours, rest = divmod(int(float(r["elapsed_s"])), 3600)
+    return (
+        f"time {hours:02d}h{rest // 60:02d}m{rest % 60:02d}s  "
+        f"steps {int(r['agent_steps']) / 1e6:.2f}M  episodes {r['episodes']}  "
+        f"mean return {r['mean_return'] or 'n/a'}  loss/step {r['loss'] or 'n/a'}  "
+        f"{float(r['steps_per_s']):.0f} steps/s"
+    )
+
+
+def read_log(path) -> list[dict]:
+    """The rows of a run's log.csv, oldest first, as {column: value} dicts.
+
+    `path` is a run folder or a file in log.csv's format. Counts (`agent_steps`,
+    `episodes`, `updates`) are ints, the other columns floats, and an empty cell
+    (no episode finished yet, no update since the last row) is None.
+
+    Book: chapter 5.
+    """
+    path = Path(path)
+    path = path / LOG if path.is_dir() else path
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kinds = {
+        column: int if column in COUNT_COLUMNS else float for column in LOG_COLUMNS
+    }
+    return [
+        {k: None if v == "" else kinds.get(k, float)(v) for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def training_info(run_dir) -> dict:
+    """Agent steps and wall-clock hours of training from the log.csv in `run_dir`
+    (empty for a folder without one, such as baby-a3c's checkpoints).
+
+    Book: chapter 6.
+    """
+    path = Path(run_dir) / LOG
+    rows = read_log(path) if path.is_file() else []
+    if not rows:
+        return {}
+    last = rows[-1]
+    return {
+        "agent_steps": last["agent_steps"],
+        "hours": round(last["elapsed_s"] / 3600, 2),
+    }
+
+
+def read_config_changes(run_dir) -> list[dict]:
+    """config_changes.jsonl of a run folder, oldest first (empty if none): one
+    {"agent_steps": S, "changed": {field: [old, new]}, "date": ...} per resume.
+
+    Book: chapter 5.
+    """
+    path = Path(run_dir) / CHANGES
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines]
+
+
+def record_config_changes(run_dir, saved: A3CConfig, cfg: A3CConfig, agent_steps: int):
+    """Append to config_changes.jsonl the fields a resume changes ([old, new] each)
+    and the agent step it resumes at; returns those fields (empty if none changed).
+
+    Book: chapter 5.
+    """
+    old, new = dataclasses.asdict(saved), dataclasses.asdict(cfg)
+    changed = {k: [old[k], v] for k, v in new.items() if old[k] != v}
+    last = (read_config_changes(run_dir) or [{}])[-1]
+    # a resume that died before its first checkpoint resumes the same state again
+    repeated = (last.get("agent_steps"), last.get("changed")) == (agent_steps, changed)
+    if changed and not repeated:
+        date = datetime.date.today().isoformat()
+        record = {"agent_steps": agent_steps, "changed": changed, "date": date}
+        with open(Path(run_dir) / CHANGES, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return changed
+
+
+def config_at(run_dir, steps: int) -> A3CConfig:
+    """The config a run trained with at agent step `steps`: its config.json with
+    the changes recorded after `steps` undone, newest first (a change recorded at
+    agent step S applies from S on).
+
+    Book: chapter 6.
+    """
+    config = json.loads((Path(run_dir) / CONFIG).read_text())
+    for change in reversed(read_config_changes(run_dir)):
+        if change["agent_steps"] > steps:
+            config.update({k: old for k, (old, _) in change["changed"].items()})
+    return A3CConfig.from_dict(config)
+
+
+def changed_at(run_dir, steps: int) -> dict:
+    """The fields that change what the run learns (all but `RUN_CONTROL`) changed by
+    a resume at agent step `steps`, as {field: [old, new]}; empty if none.
+
+    Book: chapter 6.
+    """
+    changed = {}
+    for change in read_config_changes(run_dir):
+        if change["agent_steps"] == steps:
+            for k, (old, new) in change["changed"].items():
+                if k not in RUN_CONTROL:
+                    changed[k] = [changed.get(k, [old])[0], new]
+    return changed
