@@ -30,16 +30,13 @@ from .policy import choose_actions
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss or the network became NaN or infinite: the run stops, no update.
-
-    Book: chapter 5.
-    """
+    """The loss or the network became NaN or infinite: the run stops, no update."""
 
 
 class SharedCounters:
     """Agent steps and updates of all workers, exact: every change holds the lock.
 
-    Book: chapter 5.
+    Book: chapter 4 and chapter 5.
     """
 
     def __init__(self, ctx, steps: int = 0, updates: int = 0):
@@ -119,7 +116,7 @@ def collect(model, envs, hx, new_episode, rollout_len, generator, events):
     for _ in range(rollout_len):
         layers = model.activations(torch.from_numpy(envs.obs))  # kept to learn
         with torch.no_grad():
-            features = layers[-1].reshape(len(hx), -1)  # (K, 800)
+            features = layers[-1].reshape(len(hx), -1).float()  # (K, 800)
             hx = model.gru(features, hx * (~new_episode).unsqueeze(-1))  # (K, H)
             logits = model.actor_linear(hx)  # (K, A)
             if not torch.isfinite(logits).all():
@@ -179,7 +176,10 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
     K = cfg.envs_per_worker
     env_seed = cfg.seed + 10_000 * rank + counters.steps.value  # new games on resume
     envs = AtariBatch(cfg.env_id, K, env_seed, cfg.max_episode_steps, cfg.reward_clip)
-    model = ActorCritic(shared_model.actor_linear.out_features, cfg.hidden_size)
+    conv_dtype = getattr(torch, cfg.conv_dtype)  # bfloat16: faster convolutions
+    model = ActorCritic(
+        shared_model.actor_linear.out_features, cfg.hidden_size, conv_dtype
+    )
     model = model.to(memory_format=torch.channels_last)
     pull_params(model, shared_model)
     hx, new_episode = model.initial_state(K), torch.ones(K, dtype=torch.bool)

@@ -86,3 +86,26 @@ def test_learn_gives_the_gradients_of_backpropagating_through_every_step(
     learn(model, rollout, bootstrap, cfg)
     for p, grad in zip(model.parameters(), expected):
         torch.testing.assert_close(p.grad, grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_bfloat16_worker_collects_and_learns_gradients_close_to_float32():
+    """conv_dtype=bfloat16: the rollout keeps bfloat16 activations, the GRU and heads
+    stay float32, and every gradient is within a few percent of float32's."""
+    torch.manual_seed(0)
+    model, events = ActorCritic(6, conv_dtype=torch.bfloat16), queue.Queue()
+    envs = AtariBatch("Pong-v4", num_envs=3, seed=1, max_episode_steps=50)
+    hx, new_episode = torch.zeros(3, 256), torch.ones(3, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    rollout, _, _ = collect(model, envs, hx, new_episode, 6, generator, events)
+    envs.close()
+    assert all(layer.dtype == torch.bfloat16 for layer in rollout.activations)
+    cfg, bootstrap = A3CConfig(max_grad_norm=1e9), torch.zeros(3)
+    learn(model, rollout, bootstrap, cfg)
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.conv_dtype = torch.float32
+    frames = rollout.activations[0].float()
+    rollout.activations = model.activations(frames)
+    learn(model, rollout, bootstrap, cfg)
+    for p, grad in zip(model.parameters(), grads):
+        assert grad.dtype == torch.float32
+        assert (grad - p.grad).norm() <= 0.05 * p.grad.norm() + 1e-6
