@@ -28,7 +28,6 @@ SETUP_CELL_PENDING = {
     "01_atari_preprocessing.ipynb",
     "04_shared_optimizer.ipynb",
     "05_workers_and_training.ipynb",
-    "06_pretrained_agents.ipynb",
     "07_saliency.ipynb",
 }
 
@@ -199,3 +198,16 @@ def test_pages_load_math_locally_with_one_search_field_and_no_thebe(site):
     assert (site / "_static" / "mathjax" / "tex-chtml.js").exists()
     assert page.count("search-button-field") == 1
     assert "THEBE_JS_URL" not in page
+
+
+def test_the_appendix_names_each_object_by_the_module_that_defines_it():
+    import importlib
+
+    text = (BOOK / "appendix.md").read_text()
+    names = sorted(set(re.findall(r"`a3c_core\.(\w+)\.(\w+)", text)))
+    assert len(names) > 20
+    for module, name in names:
+        obj = getattr(importlib.import_module(f"a3c_core.{module}"), name, None)
+        assert obj is not None, f"a3c_core.{module}.{name}"
+        defined_in = getattr(obj, "__module__", f"a3c_core.{module}")
+        assert defined_in == f"a3c_core.{module}", f"{name} is in {defined_in}"
