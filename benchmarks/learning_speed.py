@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "learning_speed"
 RUNS = ROOT / "runs" / "learning-speed"
 EVAL_EPISODES = 30
+TABLE_START, TABLE_END = "<!-- table: learning_speed.py report -->", "<!-- end -->"
 
 
 def cpu_name() -> str:
@@ -106,6 +107,8 @@ def summarize(name, env_id, minutes, cores, overrides, preset) -> dict:
     """The result of a finished run: config, machine, curve and evaluation."""
     run_dir = RUNS / name
     curve = read_curve(run_dir)
+    if not curve:
+        raise SystemExit(f"error: {run_dir} has no log rows yet: give it more minutes")
     evaluation = json.loads((run_dir / "eval.json").read_text())
     return {
         "name": name,
@@ -214,6 +217,18 @@ def report_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_table(readme: Path, table: str) -> None:
+    """Replace the table between the README's two TABLE markers (atomically)."""
+    text = readme.read_text()
+    head, _, rest = text.partition(TABLE_START)
+    _, _, tail = rest.partition(TABLE_END)
+    if not rest:
+        raise SystemExit(f"error: {readme} has no {TABLE_START} marker")
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
+    os.replace(tmp, readme)
+
+
 def plot(results: list[dict], path: Path) -> None:
     """Running mean against minutes and against agent steps, one row per game."""
     import matplotlib
@@ -266,6 +281,7 @@ def main(argv=None) -> int:
         results = load_results()
         print(report_table(results))
         plot(results, RESULTS / "learning_speed.png")
+        write_table(RESULTS / "README.md", report_table(results))
     return 0
 
 

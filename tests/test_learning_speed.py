@@ -29,18 +29,23 @@ def run_tiny(bench, minutes: float) -> dict:
 
 
 def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(bench):
-    first = run_tiny(bench, 0.1)
-    assert first["curve"] and first["agent_steps"] > 0 and first["minutes"] >= 0.1
+    first = run_tiny(bench, 0.3)
+    assert first["curve"] and first["agent_steps"] > 0 and first["minutes"] >= 0.3
     assert first["config"]["rollout_len"] == 5 and first["eval"]["episodes"] == 1
     assert -21 <= first["eval"]["mean"] <= 21 and first["cpu"]
 
-    second = run_tiny(bench, 0.25)
-    assert second["minutes"] >= 0.25 and second["agent_steps"] > first["agent_steps"]
+    second = run_tiny(bench, 0.5)
+    assert second["minutes"] >= 0.5 and second["agent_steps"] > first["agent_steps"]
     steps = [row["agent_steps"] for row in second["curve"]]
     assert steps == sorted(steps) and len(steps) > len(first["curve"])
 
     results = bench.load_results()
     assert "| tiny | Pong-v4 |" in bench.report_table(results)
+    readme = bench.RESULTS / "README.md"
+    readme.write_text(f"# Results\n{bench.TABLE_START}\nold\n{bench.TABLE_END}\nend\n")
+    bench.write_table(readme, bench.report_table(results))
+    text = readme.read_text()
+    assert "old" not in text and "| tiny |" in text and text.endswith("end\n")
     bench.plot(results, bench.RESULTS / "plot.png")
     assert (bench.RESULTS / "plot.png").stat().st_size > 1000
 
