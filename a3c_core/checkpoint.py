@@ -28,10 +28,7 @@ from .runs import CHECKPOINT, CONFIG, MODEL, PRETRAINED, game_dir
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt or for another game; says what to do.
-
-    Book: chapter 5.
-    """
+    """A checkpoint that is missing, corrupt or for another game; says what to do."""
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -92,10 +89,7 @@ def _torch_load(path: Path):
 
 
 def load_training_checkpoint(run_dir) -> dict:
-    """The full training state saved in `run_dir` (for --resume).
-
-    Book: chapter 5.
-    """
+    """The full training state saved in `run_dir` (for --resume)."""
     path = Path(run_dir) / CHECKPOINT
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"no run folder {run_dir}: check the --resume path")
@@ -114,10 +108,7 @@ def load_weights(path) -> tuple[dict, A3CConfig | None]:
     """A state dict from model.pt, checkpoint.pt, a run folder or a baby-a3c .tar.
 
     Returns (state_dict, config or None); the config comes from the checkpoint or
-    from a config.json beside the file, when there is one.
-
-    Book: chapter 5.
-    """
+    from a config.json beside the file, when there is one."""
     path = Path(path)
     if path.is_dir():
         path = path / MODEL if (path / MODEL).exists() else path / CHECKPOINT
@@ -137,10 +128,7 @@ def load_weights(path) -> tuple[dict, A3CConfig | None]:
 def load_agent_and_config(env_id: str, checkpoint=None):
     """The network for `env_id` from `checkpoint` (default: pretrained/<game>/), and
     the config it was trained with: (ActorCritic, A3CConfig). baby-a3c's `.tar` files
-    hold no config; theirs is `SEED_PRESET`, the seed's own setup.
-
-    Book: chapter 6.
-    """
+    hold no config; theirs is `SEED_PRESET`, the seed's own setup."""
     check_env_id(env_id)
     path = Path(checkpoint) if checkpoint else PRETRAINED / game_dir(env_id)
     if checkpoint is None and not path.exists():
@@ -160,10 +148,7 @@ def load_agent_and_config(env_id: str, checkpoint=None):
 def network_for(env_id: str, weights: dict, path) -> ActorCritic:
     """An ActorCritic for `env_id` holding `weights` (loaded strictly), ready to play;
     the error names `path` and what is wrong when they are for another game or
-    network.
-
-    Book: chapter 6.
-    """
+    network."""
     actions = num_actions(env_id)
     found = weights.get("actor_linear.weight")
     if found is None or found.shape[0] != actions:

@@ -26,20 +26,14 @@ USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit code 2, like ours.
-
-    Book: chapter 5.
-    """
+    """argparse whose usage errors are one line and exit code 2, like ours."""
 
     def error(self, message):
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse turns the error into one line).
-
-    Book: chapter 5.
-    """
+    """argparse type: an integer >= 1 (argparse turns the error into one line)."""
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return int(text)
@@ -72,18 +66,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def default_run_dir(env_id: str) -> Path:
-    """runs/pong-v4 for Pong-v4, runs/ale-pong-v5 for ALE/Pong-v5.
-
-    Book: chapter 5.
-    """
+    """runs/pong-v4 for Pong-v4, runs/ale-pong-v5 for ALE/Pong-v5."""
     return Path("runs") / game_dir(env_id)
 
 
 def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
-    """The run's config: saved config (when resuming) or preset, then explicit flags.
-
-    Book: chapter 5.
-    """
+    """The run's config: saved config (when resuming) or preset, then explicit flags."""
     explicit = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(A3CConfig)
@@ -106,10 +94,7 @@ def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
 
 
 def cmd_train(args) -> int:
-    """`train`: build the config from flags (and the saved run), then train.
-
-    Book: chapter 5.
-    """
+    """`train`: build the config from flags (and the saved run), then train."""
     cfg, run_dir, resume = train_config(args)
     print(
         f"{'resuming' if resume else 'training'} {cfg.env_id} in {run_dir}", flush=True
@@ -120,10 +105,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_play(args) -> int:
-    """`play`: watch episodes, print scores, write the first one as a GIF.
-
-    Book: chapter 5.
-    """
+    """`play`: watch episodes, print scores, write the first one as a GIF."""
     torch.set_num_threads(1)  # one game at a time: leave the other cores alone
     model, config = load_agent_and_config(args.env_id, args.checkpoint)
     results = []
@@ -151,10 +133,7 @@ def cmd_play(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    """`evaluate`: score many seeded episodes; the summary as JSON (eval.json).
-
-    Book: chapter 5.
-    """
+    """`evaluate`: score many seeded episodes; the summary as JSON (eval.json)."""
     torch.set_num_threads(1)  # --processes alone decides how many cores are used
     model, config = load_agent_and_config(args.env_id, args.checkpoint)
     results = evaluate_parallel(
@@ -185,10 +164,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_results(args) -> int:
-    """`results`: print (and write into the README) the results table.
-
-    Book: chapter 5.
-    """
+    """`results`: print (and write into the README) the results table."""
     from .results import load_evals, results_markdown, update_readme
 
     evals = load_evals()
@@ -201,10 +177,7 @@ def cmd_results(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand.
-
-    Book: chapter 5.
-    """
+    """The argument parser of every subcommand."""
     parser = OneLineParser(
         prog="python -m a3c_core", description=__doc__.split("\n")[0]
     )
@@ -279,10 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the command line; usage errors end with one line and exit code 2.
-
-    Book: chapter 5.
-    """
+    """Run the command line; usage errors end with one line and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -18,10 +18,7 @@ CONV_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
-    """A hyperparameter value that makes no sense; the message says how to fix it.
-
-    Book: chapter 5.
-    """
+    """A hyperparameter value that makes no sense; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -173,10 +170,7 @@ def _problems(cfg: A3CConfig) -> list[str]:
 
 
 def field_docs(cls=A3CConfig) -> dict[str, str]:
-    """The docstring written under each dataclass field, read from the source.
-
-    Book: chapter 5.
-    """
+    """The docstring written under each dataclass field, read from the source."""
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body
     docs = {}

@@ -26,17 +26,11 @@ SEED_GAMES = ("Breakout-v4", "Pong-v4", "SpaceInvaders-v4")
 
 
 class UnknownEnvError(ValueError):
-    """A game id gymnasium does not know; the message suggests close names.
-
-    Book: chapter 1.
-    """
+    """A game id gymnasium does not know; the message suggests close names."""
 
 
 def atari_ids() -> list[str]:
-    """Every ALE game id registered with gymnasium (v4 and ALE/*-v5 families).
-
-    Book: chapter 1.
-    """
+    """Every ALE game id registered with gymnasium (v4 and ALE/*-v5 families)."""
     return sorted(
         env_id
         for env_id, spec in gym.registry.items()
@@ -69,10 +63,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 
 
 def num_actions(env_id: str) -> int:
-    """Size of the game's minimal action set (6 for Pong, 4 for Breakout).
-
-    Book: chapter 1.
-    """
+    """Size of the game's minimal action set (6 for Pong, 4 for Breakout)."""
     env = make_env(env_id)
     try:
         return int(env.action_space.n)

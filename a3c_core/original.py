@@ -67,35 +67,23 @@ DOWNLOAD_TIMEOUT_S = 60
 
 class OriginalFileError(FileNotFoundError):
     """An original baby-a3c file that cannot be had; its one-line message says how
-    to get it.
-
-    Book: chapter 6.
-    """
+    to get it."""
 
 
 def original_url(game: str, name: str) -> str:
-    """The file's raw URL at the pinned commit, e.g. for ("pong-v4", "log.txt").
-
-    Book: chapter 6.
-    """
+    """The file's raw URL at the pinned commit, e.g. for ("pong-v4", "log.txt")."""
     return f"https://raw.githubusercontent.com/{REPOSITORY}/{COMMIT}/{game}/{name}"
 
 
 def cache_dir() -> Path:
     """Where downloads are kept: $XDG_CACHE_HOME/a3c_core/baby-a3c, by default
-    ~/.cache/a3c_core/baby-a3c.
-
-    Book: chapter 6.
-    """
+    ~/.cache/a3c_core/baby-a3c."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "a3c_core" / "baby-a3c"
 
 
 def sha256(path: Path) -> str:
-    """The file's sha256, as hex.
-
-    Book: chapter 6.
-    """
+    """The file's sha256, as hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -109,10 +97,7 @@ def original_file(game: str, name: str, download: bool = True) -> Path:
     cache if no local copy exists (unless `download` is False).
 
     Raises OriginalFileError (one line: how to get the file) if it cannot be had,
-    and if a copy's sha256 is not the pinned commit's.
-
-    Book: chapter 6.
-    """
+    and if a copy's sha256 is not the pinned commit's."""
     game = game.lower()
     key = f"{game}/{name}"
     if key not in SHA256:
@@ -148,10 +133,7 @@ def original_file(game: str, name: str, download: bool = True) -> Path:
 
 
 def checked(path: Path, key: str) -> Path:
-    """`path` if its sha256 is the pinned commit's for `key`; else OriginalFileError.
-
-    Book: chapter 6.
-    """
+    """`path` if its sha256 is the pinned commit's for `key`; else OriginalFileError."""
     if sha256(path) != SHA256[key]:
         raise OriginalFileError(
             f"{path} is not baby-a3c's {key} at commit {COMMIT[:7]} (sha256 differs):"
@@ -162,10 +144,7 @@ def checked(path: Path, key: str) -> Path:
 
 def fetch(game: str, name: str, dest: Path) -> Path:
     """Download the file to `dest`, atomically: written to a temporary file beside it,
-    checked, then renamed, so `dest` is either absent or the whole, right file.
-
-    Book: chapter 6.
-    """
+    checked, then renamed, so `dest` is either absent or the whole, right file."""
     key = f"{game}/{name}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()

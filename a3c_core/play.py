@@ -28,10 +28,7 @@ MAX_EPISODE_STEPS = A3CConfig().max_episode_steps  # the cap for agents without 
 
 @dataclass
 class Episode:
-    """One game: raw score, length, and optionally what the agent saw, thought and got.
-
-    Book: chapter 6.
-    """
+    """One game: raw score, length and, if recorded, what the agent saw and did."""
 
     score: float = 0.0
     length: int = 0
@@ -126,10 +123,7 @@ def evaluate_parallel(
     max_steps=MAX_EPISODE_STEPS,
 ):
     """`evaluate` split into blocks of consecutive episodes, one process each: the
-    same results (episode i depends only on seed + i), faster on several cores.
-
-    Book: chapter 6.
-    """
+    same results (episode i depends only on seed + i), faster on several cores."""
     sizes = [len(b) for b in np.array_split(range(episodes), processes) if len(b)]
     if len(sizes) <= 1:
         return evaluate(model, env_id, episodes, seed, greedy, max_steps=max_steps)
@@ -159,10 +153,7 @@ def summarize(results) -> dict:
 
 
 def save_gif(frames, path, every=2, scale=0.5, fps=30) -> Path:
-    """Write every `every`-th frame, scaled, as a looping GIF (kept small for git).
-
-    Book: chapter 6.
-    """
+    """Write every `every`-th frame, scaled, as a looping GIF (kept small for git)."""
     images = []
     for frame in frames[::every]:
         image = Image.fromarray(frame)

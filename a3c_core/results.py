@@ -24,10 +24,7 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 def load_evals(root: Path = PRETRAINED) -> list[dict]:
     """Every pretrained/<game>/eval.json, in the seed's game order; where the folder
     also holds eval-greedy.json (the same evaluation with greedy actions), it comes
-    along as the "greedy" entry.
-
-    Book: chapter 6.
-    """
+    along as the "greedy" entry."""
     evals = []
     for path in sorted(Path(root).glob("*/eval.json")):
         report = json.loads(path.read_text())
@@ -69,10 +66,7 @@ def results_markdown(evals: list[dict]) -> str:
 
 
 def update_readme(readme: Path, evals: list[dict]) -> bool:
-    """Replace the table between the README's markers; True if the text changed.
-
-    Book: chapter 6.
-    """
+    """Replace the table between the README's markers; True if the text changed."""
     text = readme.read_text()
     block = f"{README_START}\n{results_markdown(evals)}\n{README_END}"
     pattern = re.escape(README_START) + ".*?" + re.escape(README_END)

@@ -43,10 +43,7 @@ COUNT_COLUMNS = ("agent_steps", "episodes", "updates")  # integers; the rest are
 
 
 def game_dir(env_id: str) -> str:
-    """pong-v4 for Pong-v4; ale-pong-v5 for ALE/Pong-v5: a run folder's usual name.
-
-    Book: chapter 6.
-    """
+    """pong-v4 for Pong-v4; ale-pong-v5 for ALE/Pong-v5: a run folder's usual name."""
     return env_id.lower().replace("/", "-")
 
 
@@ -120,10 +117,7 @@ def log_row(p: Progress, updates: list, samples_per_update: int, rate: float) ->
 
 
 def format_line(row: list) -> str:
-    """The console version of a log row.
-
-    Book: chapter 5.
-    """
+    """The console version of a log row."""
     r = dict(zip(LOG_COLUMNS, row))
     hours, rest = divmod(int(float(r["elapsed_s"])), 3600)
     return (
@@ -158,10 +152,7 @@ def read_log(path) -> list[dict]:
 
 def training_info(run_dir) -> dict:
     """Agent steps and wall-clock hours of training from the log.csv in `run_dir`
-    (empty for a folder without one, such as baby-a3c's checkpoints).
-
-    Book: chapter 6.
-    """
+    (empty for a folder without one, such as baby-a3c's checkpoints)."""
     path = Path(run_dir) / LOG
     rows = read_log(path) if path.is_file() else []
     if not rows:
@@ -175,10 +166,7 @@ def training_info(run_dir) -> dict:
 
 def read_config_changes(run_dir) -> list[dict]:
     """config_changes.jsonl of a run folder, oldest first (empty if none): one
-    {"agent_steps": S, "changed": {field: [old, new]}, "date": ...} per resume.
-
-    Book: chapter 5.
-    """
+    {"agent_steps": S, "changed": {field: [old, new]}, "date": ...} per resume."""
     path = Path(run_dir) / CHANGES
     lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines]
@@ -206,10 +194,7 @@ def record_config_changes(run_dir, saved: A3CConfig, cfg: A3CConfig, agent_steps
 def config_at(run_dir, steps: int) -> A3CConfig:
     """The config a run trained with at agent step `steps`: its config.json with
     the changes recorded after `steps` undone, newest first (a change recorded at
-    agent step S applies from S on).
-
-    Book: chapter 6.
-    """
+    agent step S applies from S on)."""
     config = json.loads((Path(run_dir) / CONFIG).read_text())
     for change in reversed(read_config_changes(run_dir)):
         if change["agent_steps"] > steps:
@@ -219,10 +204,7 @@ def config_at(run_dir, steps: int) -> A3CConfig:
 
 def changed_at(run_dir, steps: int) -> dict:
     """The fields that change what the run learns (all but `RUN_CONTROL`) changed by
-    a resume at agent step `steps`, as {field: [old, new]}; empty if none.
-
-    Book: chapter 6.
-    """
+    a resume at agent step `steps`, as {field: [old, new]}; empty if none."""
     changed = {}
     for change in read_config_changes(run_dir):
         if change["agent_steps"] == steps:

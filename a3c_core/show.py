@@ -9,18 +9,12 @@ import inspect
 
 
 def source(obj) -> str:
-    """The source text of a function, class, method or module.
-
-    Book: chapter 1.
-    """
+    """The source text of a function, class, method or module."""
     return inspect.getsource(obj)
 
 
 def show(obj):
-    """Display `obj`'s source with syntax highlighting (plain text outside Jupyter).
-
-    Book: chapter 1.
-    """
+    """Display `obj`'s source with syntax highlighting (plain text outside Jupyter)."""
     from IPython.display import Code
 
     module = inspect.getmodule(obj)

@@ -46,10 +46,7 @@ MALLOC_TUNING = {
 
 
 class TrainingError(RuntimeError):
-    """The run stopped abnormally (a worker died, the loss became NaN, ...).
-
-    Book: chapter 5.
-    """
+    """The run stopped abnormally (a worker died, the loss became NaN, ...)."""
 
 
 class Trainer:
@@ -80,19 +77,13 @@ class Trainer:
 
     def start_workers(self) -> None:
         """Spawn the workers; they inherit the malloc tuning through the environment."""
-        os.environ.update(
-            {k: v for k, v in MALLOC_TUNING.items() if k not in os.environ}
-        )
-        args = (
-            self.cfg,
-            self.model,
-            self.optimizer,
-            self.counters,
-            self.events,
-            self.stop,
-        )
+        for name, value in MALLOC_TUNING.items():
+            os.environ.setdefault(name, value)  # unless the user set it
+        shared = (self.model, self.optimizer, self.counters, self.events, self.stop)
         self.workers = [
-            self.ctx.Process(target=worker_main, args=(rank, *args), daemon=True)
+            self.ctx.Process(
+                target=worker_main, args=(rank, self.cfg, *shared), daemon=True
+            )
             for rank in range(self.cfg.num_workers)
         ]
         for w in self.workers:
@@ -202,10 +193,7 @@ class Trainer:
 
 
 def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
-    """Check the run folder; returns the saved state when resuming.
-
-    Book: chapter 5.
-    """
+    """Check the run folder; returns the saved state when resuming."""
     run_dir = Path(run_dir)
     if not resume:
         if (run_dir / CHECKPOINT).exists():

@@ -2,6 +2,7 @@
 code."""
 
 import importlib
+import inspect
 import pkgutil
 import re
 import subprocess
@@ -47,14 +48,18 @@ def package_lines() -> set[str]:
     return lines
 
 
-def public_names() -> set[str]:
+def public_names_of(module) -> set[str]:
+    """The public names a module defines (not those it imports)."""
     return {
         name
-        for module in MODULES
         for name, obj in vars(module).items()
         if not name.startswith("_")
         and getattr(obj, "__module__", None) == module.__name__
     }
+
+
+def public_names() -> set[str]:
+    return set().union(*map(public_names_of, MODULES))
 
 
 def test_every_chapter_exists_and_starts_with_its_title():
@@ -91,17 +96,61 @@ def test_every_module_names_the_chapter_that_explains_it():
             assert any(c.startswith(f"0{number}_") for c in CHAPTERS), (module, number)
 
 
-def test_every_public_object_links_back_to_its_chapter():
-    for module in MODULES:
-        for name, obj in vars(module).items():
-            if (
-                name.startswith("_")
-                or getattr(obj, "__module__", None) != module.__name__
-            ):
+SHOW_CALL = re.compile(r"\bshow\(\s*([\w.]+)\s*\)")
+
+
+def package_object(name: str):
+    """The a3c_core object a chapter's `show(name)` displays (None if not ours):
+    `a3c_core.module.obj[.method]`, or a name imported from a module."""
+    if name.startswith("a3c_core."):
+        parts = name.split(".")
+        obj = importlib.import_module(".".join(parts[:2]))
+        for part in parts[2:]:
+            obj = getattr(obj, part)
+        return obj
+    found = [vars(m)[name] for m in MODULES if name in public_names_of(m)]
+    return found[0] if len(found) == 1 else None
+
+
+def shown_objects() -> dict[object, set[int]]:
+    """Every package function or class a chapter shows, and the chapters (numbers)
+    that show it; a shown method counts as its class."""
+    shown = {}
+    for path in notebooks():
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
                 continue
+            for name in SHOW_CALL.findall(cell.source):
+                obj = package_object(name)
+                if obj is None or inspect.ismodule(obj):
+                    continue
+                assert not obj.__name__.startswith("_") or "." in obj.__qualname__, (
+                    f"{path.name} shows the private {name}: show public code"
+                )
+                if "." in obj.__qualname__:  # a method: its class holds the link
+                    module = sys.modules[obj.__module__]
+                    obj = getattr(module, obj.__qualname__.split(".")[0])
+                shown.setdefault(obj, set()).add(int(path.name[:2]))
+    return shown
+
+
+def linked_chapters(obj) -> set[int]:
+    """The chapters named on the "Book: chapter N." line of a docstring."""
+    lines = [line for line in (obj.__doc__ or "").splitlines() if "Book:" in line]
+    return {int(n) for line in lines for n in re.findall(r"chapter (\d)", line)}
+
+
+def test_an_object_links_to_the_chapters_that_show_it_and_to_no_other():
+    shown = shown_objects()
+    assert len(shown) >= 30, "the chapters show less code than expected"
+    for module in MODULES:
+        for name in public_names_of(module):
+            obj = vars(module)[name]
             if callable(obj):
-                assert re.search(r"chapter \d", obj.__doc__ or ""), (
-                    f"{module.__name__}.{name}"
+                chapters = shown.get(obj, set())
+                assert linked_chapters(obj) == chapters, (
+                    f"{module.__name__}.{name} is shown in chapters {sorted(chapters)}"
+                    f" but its docstring links {sorted(linked_chapters(obj))}"
                 )
 
 

@@ -71,7 +71,8 @@ def resumed_twice(run_dir) -> A3CConfig:
 def test_config_at_undoes_the_changes_recorded_after_the_step(tmp_path):
     latest = resumed_twice(tmp_path)
     assert config_at(tmp_path, 999) == A3CConfig(lr=5e-4)
-    assert config_at(tmp_path, 1000) == dataclasses.replace(latest, total_steps=40_000_000)
+    before_more_steps = dataclasses.replace(latest, total_steps=40_000_000)
+    assert config_at(tmp_path, 1000) == before_more_steps
     assert config_at(tmp_path, 10**9) == latest
 
 
