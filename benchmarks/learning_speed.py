@@ -23,7 +23,6 @@ folder), so an interrupted run resumes where it stopped.
 """
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -31,6 +30,8 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from a3c_core.runs import read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "learning_speed"
@@ -90,16 +91,14 @@ def pinned(cmd: list[str], cores: str | None) -> list[str]:
 
 def read_curve(run_dir: Path) -> list[dict]:
     """Every log row as {minutes, agent_steps, episodes, mean_return}."""
-    with open(run_dir / "log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
     return [
         {
-            "minutes": round(float(r["elapsed_s"]) / 60, 3),
-            "agent_steps": int(r["agent_steps"]),
-            "episodes": int(r["episodes"]),
-            "mean_return": float(r["mean_return"]) if r["mean_return"] else None,
+            "minutes": round(row["elapsed_s"] / 60, 3),
+            "agent_steps": row["agent_steps"],
+            "episodes": row["episodes"],
+            "mean_return": row["mean_return"],
         }
-        for r in rows
+        for row in read_log(run_dir)
     ]
 
 

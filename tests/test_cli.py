@@ -18,8 +18,8 @@ def one_line_error(capsys) -> str:
     "argv,expected",
     [
         (["train", "--env", "Pongg-v4"], "did you mean"),
-        (["train", "--num-workers", "0"], "num_workers must be at least 1"),
-        (["train", "--lr", "0"], "lr must be positive"),
+        (["train", "--num-workers", "0"], "num_workers must be in 1..1024"),
+        (["train", "--lr", "0"], "lr must be in (0, 1]"),
         (["train", "--gamma", "2"], "gamma"),
         (["train", "--resume", "no/such/run"], "no run folder"),
         (["play", "--env", "Pong-v4", "--checkpoint", "missing.pt"], "no checkpoint"),
