@@ -50,6 +50,10 @@ class A3CConfig:
     lr: float = 5e-4
     """Adam learning rate (the seed used 1e-4 with 20 one-environment workers)."""
 
+    lr_decay_steps: int = 0
+    """Agent steps over which the learning rate falls linearly from lr to 0, as in
+    A2C and PPO (0: constant). Past them it stays 0."""
+
     entropy_coef: float = 0.01
     """Weight of the entropy bonus, summed over the rollout."""
 
@@ -146,6 +150,10 @@ def _problems(cfg: A3CConfig) -> list[str]:
         (0.0 < cfg.gamma <= 1.0, "gamma must be in (0, 1]"),
         (0.0 <= cfg.gae_lambda <= 1.0, "gae_lambda must be in [0, 1]"),
         (0.0 < cfg.lr <= 1.0, "lr must be in (0, 1]"),
+        (
+            0 <= cfg.lr_decay_steps <= MAX_COUNT,
+            f"lr_decay_steps must be in 0..{MAX_COUNT} (0: constant lr)",
+        ),
         (0.0 <= cfg.entropy_coef <= 100.0, "entropy_coef must be in [0, 100]"),
         (0.0 <= cfg.value_coef <= 100.0, "value_coef must be in [0, 100]"),
         (cfg.max_grad_norm > 0.0, "max_grad_norm must be positive"),

@@ -64,3 +64,18 @@ def pull_params(local: torch.nn.Module, shared: torch.nn.Module) -> None:
     with torch.no_grad():
         for local_p, shared_p in zip(local.parameters(), shared.parameters()):
             local_p.copy_(shared_p)
+
+
+def scheduled_lr(cfg, agent_steps: int) -> float:
+    """The learning rate after `agent_steps`: cfg.lr, or falling linearly to 0 over
+    cfg.lr_decay_steps (A2C and PPO anneal it so; big early steps, small late ones).
+    """
+    if cfg.lr_decay_steps == 0:
+        return cfg.lr
+    return cfg.lr * max(0.0, 1.0 - agent_steps / cfg.lr_decay_steps)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group (this process's copy)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

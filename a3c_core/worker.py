@@ -25,7 +25,7 @@ import torch
 from .envs import AtariBatch
 from .loss import LossTerms, a3c_loss
 from .network import ActorCritic
-from .optim import hand_over_grads, pull_params
+from .optim import hand_over_grads, pull_params, scheduled_lr, set_lr
 from .policy import choose_actions
 
 
@@ -193,6 +193,7 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
         with torch.no_grad():  # V(s_T); ignored by the loss where the game just ended
             bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
         # learn replays the memory from rollout.start_hx, a constant: truncated BPTT
+        set_lr(optimizer, scheduled_lr(cfg, counters.steps.value))
         terms = update(model, shared_model, optimizer, rollout, bootstrap, cfg)
         del rollout  # frees its activations before the next rollout allocates its own
         counters.add(steps=cfg.rollout_len * K, updates=1)

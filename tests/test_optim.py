@@ -1,11 +1,18 @@
 import multiprocessing as mp
 
+import pytest
 import torch
 
 from a3c_core.config import A3CConfig
 from a3c_core.loss import a3c_loss
 from a3c_core.network import ActorCritic
-from a3c_core.optim import SharedAdam, hand_over_grads, pull_params
+from a3c_core.optim import (
+    SharedAdam,
+    hand_over_grads,
+    pull_params,
+    scheduled_lr,
+    set_lr,
+)
 from a3c_core.worker import Rollout, SharedCounters, learn
 
 
@@ -130,3 +137,14 @@ def test_shared_step_counter_is_exact_under_concurrent_updates():
     for w in workers:
         w.join(120)
     assert counters.steps.value == 40_000 and counters.updates.value == 40_000
+
+
+def test_scheduled_lr_is_constant_by_default_and_falls_linearly_to_zero():
+    assert scheduled_lr(A3CConfig(lr=1e-3), 10**9) == 1e-3
+    cfg = A3CConfig(lr=1e-3, lr_decay_steps=1000)
+    lrs = [scheduled_lr(cfg, s) for s in (0, 250, 500, 1000, 5000)]
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 0.0, 0.0])
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    set_lr(optimizer, 0.25)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.25]
