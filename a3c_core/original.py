@@ -11,7 +11,7 @@ Apache-2.0 (`book/data/baby-a3c/LICENSE`, and `NOTICE` at the repository root).
 1. `$A3C_ORIGINAL_DIR/<game>/<name>`, if that variable is set (a folder laid out
    like baby-a3c's repository: CI points it at a full copy);
 2. the copy in this repository, `book/data/baby-a3c/<game>/<name>`: the three logs
-   and Pong's 80M checkpoint, what the chapters need;
+   and the three 80M checkpoints, what the chapters need;
 3. the local cache, `~/.cache/a3c_core/baby-a3c/<game>/<name>` (or under
    `$XDG_CACHE_HOME`);
 4. a download from baby-a3c's pinned commit on GitHub into the cache.

@@ -43,13 +43,12 @@ def pretend(key: str, body: bytes, monkeypatch):
     monkeypatch.setitem(SHA256, key, hashlib.sha256(body).hexdigest())
 
 
-def test_the_shipped_logs_and_pong_checkpoint_are_the_seeds_files(no_network):
+def test_the_shipped_logs_and_80m_checkpoints_are_the_seeds_files(no_network):
     calls, _ = no_network
     for key in [
-        "pong-v4/log.txt",
-        "breakout-v4/log.txt",
-        "spaceinvaders-v4/log.txt",
-        "pong-v4/model.80.tar",
+        f"{game}/{name}"
+        for game in ("pong-v4", "breakout-v4", "spaceinvaders-v4")
+        for name in ("log.txt", "model.80.tar")
     ]:
         game, name = key.split("/")
         assert original_file(game, name) == SHIPPED / key  # checked, no download
@@ -112,16 +111,16 @@ def test_a_file_that_cannot_be_had_says_in_one_line_how_to_get_it(no_network):
     calls, served = no_network
     served["body"] = OSError("Name or service not known")
     with pytest.raises(OriginalFileError) as caught:
-        original_file("spaceinvaders-v4", "model.80.tar")
+        original_file("spaceinvaders-v4", "model.40.tar")
     message = str(caught.value)
     assert "\n" not in message
-    assert ENV_VAR in message and original_url("spaceinvaders-v4", "model.80.tar") in (
+    assert ENV_VAR in message and original_url("spaceinvaders-v4", "model.40.tar") in (
         message
     )
     assert "Name or service not known" in message
     assert isinstance(caught.value, FileNotFoundError)
     with pytest.raises(OriginalFileError, match="is not here: set"):
-        original_file("spaceinvaders-v4", "model.80.tar", download=False)
+        original_file("spaceinvaders-v4", "model.40.tar", download=False)
     assert len(calls) == 1
 
 
