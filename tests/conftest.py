@@ -7,18 +7,21 @@ import pytest
 import torch
 
 from a3c_core.envs import make_env
+from a3c_core.original import OriginalFileError, original_file
 
 ROOT = Path(__file__).resolve().parent.parent
-BABY_A3C = ROOT.parent / "shared" / "baby-a3c"
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores
 
 
 def baby_a3c_checkpoint(game: str, steps: int = 80) -> Path:
-    path = BABY_A3C / game / f"model.{steps}.tar"
-    if not path.exists():
-        pytest.skip(f"original baby-a3c checkpoints not found at {BABY_A3C}")
-    return path
+    """baby-a3c's checkpoint `<game>/model.<steps>.tar` (a3c_core.original: the
+    shipped 80M ones, $A3C_ORIGINAL_DIR, the cache or a download); skips the test,
+    saying how to get the file, if it cannot be had."""
+    try:
+        return original_file(game, f"model.{steps}.tar")
+    except OriginalFileError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session")
