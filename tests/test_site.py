@@ -25,7 +25,6 @@ NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 # name as its notebook gets the cell.
 SETUP_CELL_PENDING = {
     "00_introduction.ipynb",
-    "01_atari_preprocessing.ipynb",
     "04_shared_optimizer.ipynb",
     "05_workers_and_training.ipynb",
     "07_saliency.ipynb",
