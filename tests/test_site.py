@@ -26,7 +26,6 @@ NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 SETUP_CELL_PENDING = {
     "00_introduction.ipynb",
     "04_shared_optimizer.ipynb",
-    "07_saliency.ipynb",
 }
 
 
