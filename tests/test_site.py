@@ -21,12 +21,6 @@ WORKFLOW = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_tex
 REPOSITORY = CONFIG["repository"]["url"]
 OWNER_REPO = REPOSITORY.removeprefix("https://github.com/")
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
-# Notebooks whose owner has not yet added the setup cell (issue 22): remove each
-# name as its notebook gets the cell.
-SETUP_CELL_PENDING = {
-    "00_introduction.ipynb",
-    "04_shared_optimizer.ipynb",
-}
 
 
 def pins() -> dict[str, str]:
@@ -93,8 +87,6 @@ def setup_cell(path: Path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_chapter_starts_with_the_same_hidden_colab_setup(path):
-    if path.name in SETUP_CELL_PENDING:
-        pytest.skip("setup cell not added yet (issue 22)")
     cell = setup_cell(path)
     reference = setup_cell(BOOK / "02_network.ipynb")
     assert cell.source == reference.source
