@@ -97,6 +97,11 @@ class A3CConfig:
     """Running mean of episode returns: mean <- horizon * mean + (1 - horizon) *
     return, as the seed logged it."""
 
+    sync_every: float = 5.0
+    """Seconds between two averages of the machines' models when torchrun trains one
+    agent on several (a3c_core.distributed; no effect on one machine). Longer lets
+    the models drift further apart between averages: it changes learning."""
+
     def __post_init__(self):
         for problem in _problems(self):
             raise ConfigError(problem)
@@ -173,6 +178,7 @@ def _problems(cfg: A3CConfig) -> list[str]:
         (cfg.checkpoint_every > 0.0, "checkpoint_every must be positive (seconds)"),
         (cfg.log_every > 0.0, "log_every must be positive (seconds)"),
         (0.0 <= cfg.return_horizon < 1.0, "return_horizon must be in [0, 1)"),
+        (0.0 < cfg.sync_every <= 3600.0, "sync_every must be in (0, 3600] (seconds)"),
     ]
     return [f"invalid config: {msg}" for ok, msg in checks if not ok]
 
