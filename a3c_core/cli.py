@@ -17,6 +17,8 @@ import torch
 
 from .checkpoint import CheckpointError, load_agent_and_config, load_training_checkpoint
 from .config import SEED_PRESET, A3CConfig, ConfigError, field_docs
+from .distributed import cmd_train as cmd_train_rank
+from .distributed import world_from_env
 from .envs import UnknownEnvError, check_env_id
 from .play import evaluate_parallel, play_episode, save_gif, summarize
 from .runs import PRETRAINED, game_dir, training_info
@@ -70,15 +72,19 @@ def default_run_dir(env_id: str) -> Path:
     return Path("runs") / game_dir(env_id)
 
 
-def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
-    """The run's config: saved config (when resuming) or preset, then explicit flags."""
+def train_config(
+    args: argparse.Namespace, saved: dict | None = None
+) -> tuple[A3CConfig, Path, bool]:
+    """The run's config: saved config (when resuming) or preset, then explicit flags.
+    `saved`: the resumed run's config as rank 0 read it (a3c_core.distributed)."""
     explicit = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(A3CConfig)
         if hasattr(args, f.name)
     }
     if args.resume:
-        base = A3CConfig.from_dict(load_training_checkpoint(args.resume)["config"])
+        saved = saved or load_training_checkpoint(args.resume)["config"]
+        base = A3CConfig.from_dict(saved)
         if explicit.get("env_id", base.env_id) != base.env_id:
             raise ConfigError(
                 f"{args.resume} trains {base.env_id}, not {explicit['env_id']}"
@@ -95,6 +101,9 @@ def train_config(args: argparse.Namespace) -> tuple[A3CConfig, Path, bool]:
 
 def cmd_train(args) -> int:
     """`train`: build the config from flags (and the saved run), then train."""
+    world = world_from_env()  # set by torchrun: this process is one rank of several
+    if world is not None:
+        return cmd_train_rank(args, world, train_config)
     cfg, run_dir, resume = train_config(args)
     print(
         f"{'resuming' if resume else 'training'} {cfg.env_id} in {run_dir}", flush=True

@@ -216,15 +216,22 @@ def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
     return state
 
 
-def train(cfg: A3CConfig, run_dir, resume: bool = False, show_progress: bool = True):
+def train(
+    cfg: A3CConfig,
+    run_dir,
+    resume: bool = False,
+    show_progress: bool = True,
+    trainer_class=Trainer,
+):
     """Train until `cfg.total_steps` agent steps or a stop; returns the `Progress`.
 
     Ctrl-C and SIGTERM stop the workers after their current update and write a
     final checkpoint; `resume=True` continues from the checkpoint in `run_dir`.
+    `trainer_class` is a `Trainer` subclass's constructor (a3c_core.distributed's).
 
     Book: chapter 5.
     """
-    trainer = Trainer(cfg, run_dir, prepare_run(cfg, run_dir, resume))
+    trainer = trainer_class(cfg, run_dir, prepare_run(cfg, run_dir, resume))
 
     def request_stop(signum, _frame):
         tqdm.write(f"{signal.Signals(signum).name}: stopping after the current updates")
