@@ -228,11 +228,8 @@ def write_table(readme: Path, table: str) -> None:
     os.replace(tmp, readme)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def figure(results: list[dict]):
     """Running mean against minutes and against agent steps, one row per game."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     games = sorted({r["env_id"] for r in results})
@@ -242,13 +239,22 @@ def plot(results: list[dict], path: Path) -> None:
         for r in (r for r in results if r["env_id"] == game):
             pts = [p for p in r["curve"] if p["mean_return"] is not None]
             ys = [p["mean_return"] for p in pts]
-            row[0].plot([p["minutes"] for p in pts], ys, label=r["name"])
-            row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, label=r["name"])
+            label = f"{r['name']} (cores: {r['cores'] or 'all'})"
+            row[0].plot([p["minutes"] for p in pts], ys, label=label)
+            row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, label=label)
         row[0].set(xlabel="training minutes", ylabel=f"{game} running mean")
         row[1].set(xlabel="agent steps (millions)")
         row[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    return fig
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """`figure` saved as a PNG (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figure(results).savefig(path, dpi=90)
 
 
 def main(argv=None) -> int:
