@@ -7,18 +7,28 @@ A run lives in one folder (`runs/pong-v4/`, or `pretrained/pong-v4/` for our age
 - `config.json`: the run's latest config;
 - `log.csv`: one row every `log_every` seconds, the whole history across resumes;
 - `config_changes.jsonl`: every hyperparameter a resume changed, and from which
-  agent step.
+  agent step;
+- `train.lock`, while a trainer works in the folder: the pid of that trainer.
 
 This module names those files and owns the log and the change records: it writes
 them (`open_log`, `log_row`, `record_config_changes`) and reads them back
 (`read_log`, `training_info`, `read_config_changes`, `config_at`, `changed_at`).
+It also keeps a run folder safe: one trainer at a time (`lock_run_dir`), files
+replaced whole or not at all (`write_atomically`), and file-system errors (a full
+disk, a read-only folder) as one line naming the path (`FileAccessError`).
 Checkpoints themselves are written and loaded by `a3c_core.checkpoint`.
 """
 
+import contextlib
 import csv
 import dataclasses
 import datetime
+import fcntl
+import io
 import json
+import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +39,7 @@ MODEL = "model.pt"
 CONFIG = "config.json"
 LOG = "log.csv"
 CHANGES = "config_changes.jsonl"
+LOCK = "train.lock"
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 """Our trained agents, one run folder per game (`pretrained/pong-v4/`)."""
@@ -73,13 +84,27 @@ class Progress:
 
     @classmethod
     def from_dict(cls, saved: dict) -> "Progress":
-        """The `Progress` saved in a checkpoint (keys it does not know are skipped)."""
+        """The `Progress` saved in a checkpoint (keys it does not know are skipped);
+        ValueError names a value that no run could have saved."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in known})
+        progress = cls(**{k: v for k, v in saved.items() if k in known})
+        for name, value in dataclasses.asdict(progress).items():
+            if name == "mean_return" and value is None:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            whole = isinstance(value, int) or name in ("elapsed_s", "mean_return")
+            if not (number and whole and math.isfinite(value)) or (
+                name != "mean_return" and value < 0
+            ):
+                raise ValueError(f"progress {name} is {value!r}")
+        return progress
 
 
 def open_log(run_dir: Path, keep_rows: int):
     """log.csv opened for appending, cut back to the rows the checkpoint covers.
+
+    The cut log is written beside the old one and renamed over it, never rewritten
+    in place: a kill or a full disk at that moment leaves the old log whole.
 
     Book: chapter 5.
     """
@@ -88,9 +113,13 @@ def open_log(run_dir: Path, keep_rows: int):
     if keep_rows and path.exists():
         with open(path, newline="") as f:
             rows = list(csv.reader(f))[1 : keep_rows + 1]
-    with open(path, "w", newline="") as f:  # header + the kept rows
-        csv.writer(f).writerows([LOG_COLUMNS, *rows])
-    return open(path, "a", newline="")
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([LOG_COLUMNS, *rows])  # header + the kept rows
+    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
+    try:
+        return open(path, "a", newline="")
+    except OSError as error:
+        raise FileAccessError(cannot_write(path, error)) from None
 
 
 def log_row(p: Progress, updates: list, samples_per_update: int, rate: float) -> list:
@@ -186,8 +215,12 @@ def record_config_changes(run_dir, saved: A3CConfig, cfg: A3CConfig, agent_steps
     if changed and not repeated:
         date = datetime.date.today().isoformat()
         record = {"agent_steps": agent_steps, "changed": changed, "date": date}
-        with open(Path(run_dir) / CHANGES, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        path = Path(run_dir) / CHANGES
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise FileAccessError(cannot_write(path, error)) from None
     return changed
 
 
@@ -212,3 +245,107 @@ def changed_at(run_dir, steps: int) -> dict:
                 if k not in RUN_CONTROL:
                     changed[k] = [changed.get(k, [old])[0], new]
     return changed
+
+
+class FileAccessError(OSError):
+    """A file or folder that cannot be written or used: a full disk, a read-only
+    folder, no permission, or a run folder another trainer is using. The message
+    is one line that names the path and says what to do."""
+
+
+def cannot_write(path, error: OSError) -> str:
+    """The one-line message for an OSError met while writing `path`."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return (
+        f"cannot write {path} ({reason}): free some space, or choose a place "
+        "you can write to"
+    )
+
+
+def write_atomically(path, write) -> None:
+    """Write a file with `write(f)` (f: a binary file) to path.tmp, fsync it, then
+    rename it over `path`, so readers see the old file or the new one, never half
+    of one. On any failure the .tmp is removed and the old file kept; file-system
+    errors become a `FileAccessError` naming `path`.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, FileAccessError):
+            raise FileAccessError(cannot_write(path, error)) from None
+        raise
+
+
+def check_writable(path) -> None:
+    """Raise `FileAccessError` unless a file can be written at `path`: a probe
+    file beside it is written and removed. For outputs written after minutes of
+    work (`evaluate --out`, `play --gif`), so a typo fails at once."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileAccessError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            os.write(fd, b"probe")  # a full disk may allow a new empty file
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as error:
+        raise FileAccessError(cannot_write(path, error)) from None
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir, create: bool = True):
+    """Hold an exclusive lock on `run_dir` (created if `create`) while a trainer
+    works in it; a second trainer gets a `FileAccessError` naming the first one's
+    pid. The lock is a `flock` on run_dir/train.lock, which the OS releases when
+    its holder dies: a killed run never leaves a stale lock.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK
+    try:
+        if create:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _locked_file(path)
+    except FileNotFoundError:
+        raise FileAccessError(f"no run folder {run_dir}: check the path") from None
+    except OSError as error:
+        raise FileAccessError(cannot_write(path, error)) from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: see _locked_file
+        lock.close()
+
+
+def _locked_file(path: Path):
+    """train.lock, opened and locked, holding our pid."""
+    while True:
+        lock = open(path, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise FileAccessError(
+                f"{path.parent} is in use by another trainer (pid {holder}): stop "
+                "it first, or choose another run folder"
+            ) from None
+        # the holder we waited for may have removed the file as it ended: then we
+        # locked a file no one else will open; try again on the one at `path`
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                lock.truncate(0)
+                lock.write(f"{os.getpid()}\n")
+                lock.flush()
+                return lock
+        lock.close()

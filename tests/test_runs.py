@@ -1,15 +1,27 @@
 import dataclasses
+import errno
 import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
 
 from a3c_core.config import A3CConfig
 from a3c_core.runs import (
     CONFIG,
+    LOCK,
+    LOG,
     LOG_COLUMNS,
     PRETRAINED,
+    FileAccessError,
     Progress,
     changed_at,
+    check_writable,
     config_at,
     game_dir,
+    lock_run_dir,
     log_row,
     open_log,
     read_log,
@@ -17,6 +29,7 @@ from a3c_core.runs import (
     training_info,
 )
 from a3c_core.worker import UpdateDone
+from tests.conftest import ROOT
 
 
 def test_read_log_gives_ints_floats_and_none_for_empty_cells(tmp_path):
@@ -90,7 +103,98 @@ def test_progress_from_a_checkpoint_skips_keys_it_does_not_know():
     )
 
 
+@pytest.mark.parametrize(
+    "key,value",
+    [("agent_steps", -1), ("updates", 1.5), ("episodes", True), ("elapsed_s", "1")],
+)
+def test_progress_from_a_checkpoint_refuses_values_no_run_saves(key, value):
+    with pytest.raises(ValueError, match=f"progress {key} is"):
+        Progress.from_dict({key: value})
+
+
 def test_game_dir_names_the_run_folder_of_v4_and_v5_ids():
     assert game_dir("Pong-v4") == "pong-v4" and game_dir("ALE/Pong-v5") == "ale-pong-v5"
     for config in PRETRAINED.glob(f"*/{CONFIG}"):
         assert config.parent.name == game_dir(json.loads(config.read_text())["env_id"])
+
+
+def test_cutting_the_log_back_never_truncates_the_only_copy(tmp_path, monkeypatch):
+    with open_log(tmp_path, keep_rows=0) as log:
+        for steps in (80, 160, 240):
+            log.write(",".join(map(str, log_row(Progress(steps), [], 40, 1.0))) + "\n")
+    before = (tmp_path / LOG).read_bytes()
+
+    def full_disk(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full_disk)  # the moment the cut log goes in
+    with pytest.raises(FileAccessError, match=f"cannot write {tmp_path / LOG}"):
+        open_log(tmp_path, keep_rows=1)
+    assert (tmp_path / LOG).read_bytes() == before  # whole, not empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOG]  # no log.csv.tmp
+    monkeypatch.undo()
+    open_log(tmp_path, keep_rows=1).close()
+    assert [r["agent_steps"] for r in read_log(tmp_path)] == [80]
+
+
+def hold_lock_in_another_process(run_dir) -> subprocess.Popen:
+    """A process that holds the run folder's lock (sleeping); returns once it does."""
+    code = (
+        "import sys, time\n"
+        "from a3c_core.runs import lock_run_dir\n"
+        "with lock_run_dir(sys.argv[1]):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(run_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_locked_run_folder_refuses_a_second_holder_naming_the_first(tmp_path):
+    holder = hold_lock_in_another_process(tmp_path)
+    try:
+        with pytest.raises(FileAccessError, match=f"pid {holder.pid}"):
+            with lock_run_dir(tmp_path):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding it: no chance to clean up
+        holder.wait(30)
+    assert (tmp_path / LOCK).exists()  # left behind, but the OS released the flock
+    with lock_run_dir(tmp_path):
+        assert (tmp_path / LOCK).read_text().strip() == str(os.getpid())
+    assert not (tmp_path / LOCK).exists()  # removed on the way out
+
+
+def test_a_run_folder_that_cannot_be_created_is_one_line_naming_it(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(FileAccessError, match="cannot write .*file/run") as caught:
+        with lock_run_dir(tmp_path / "file" / "run"):
+            pass
+    assert "\n" not in str(caught.value)
+    with pytest.raises(FileAccessError, match="no run folder"):
+        with lock_run_dir(tmp_path / "missing", create=False):
+            pass
+
+
+@pytest.mark.parametrize(
+    "where,expected",
+    [
+        ("file/eval.json", "Not a directory"),  # a path under a file
+        ("missing/eval.json", "No such file or directory"),
+        (".", "it is a folder"),
+        ("/proc/eval.json", "cannot write /proc/eval.json"),  # read-only, even as root
+    ],
+)
+def test_check_writable_refuses_what_cannot_be_written(tmp_path, where, expected):
+    (tmp_path / "file").write_text("not a folder")
+    path = tmp_path / where if not where.startswith("/") else where
+    with pytest.raises(FileAccessError, match=expected):
+        check_writable(path)
+    check_writable(tmp_path / "eval.json")  # a good place passes, leaving nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
