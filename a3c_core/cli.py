@@ -3,7 +3,8 @@
 Training flags are generated from `A3CConfig`, one flag per field with the field's
 docstring as help, so the CLI cannot drift from the config. Each subcommand is one
 `cmd_*` handler. Bad input (an unknown game, a missing or corrupt checkpoint, a
-nonsense hyperparameter) ends with one line on stderr and exit code 2.
+nonsense hyperparameter, a folder that cannot be written or is in use by another
+trainer) ends with one line on stderr and exit code 2.
 """
 
 import argparse
@@ -21,10 +22,18 @@ from .distributed import cmd_train as cmd_train_rank
 from .distributed import world_from_env
 from .envs import UnknownEnvError, check_env_id
 from .play import evaluate_parallel, play_episode, save_gif, summarize
-from .runs import PRETRAINED, game_dir, training_info
+from .runs import (
+    PRETRAINED,
+    check_writable,
+    game_dir,
+    training_info,
+    write_atomically,
+)
 from .train import TrainingError, train
 
-USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)
+# OSError: FileAccessError, and any other file-system error, still one line that
+# names the path
+USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError, OSError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -116,7 +125,9 @@ def cmd_train(args) -> int:
 def cmd_play(args) -> int:
     """`play`: watch episodes, print scores, write the first one as a GIF."""
     torch.set_num_threads(1)  # one game at a time: leave the other cores alone
-    model, config = load_agent_and_config(args.env_id, args.checkpoint)
+    if args.gif:
+        check_writable(args.gif)  # now, not after the episodes
+    model, config = load_agent_and_config(args.env_id, args.checkpoint, args.force)
     results = []
     for i in range(args.episodes):
         record = bool(args.gif) and i == 0
@@ -144,7 +155,9 @@ def cmd_play(args) -> int:
 def cmd_evaluate(args) -> int:
     """`evaluate`: score many seeded episodes; the summary as JSON (eval.json)."""
     torch.set_num_threads(1)  # --processes alone decides how many cores are used
-    model, config = load_agent_and_config(args.env_id, args.checkpoint)
+    if args.out:
+        check_writable(args.out)  # now, not after minutes of episodes
+    model, config = load_agent_and_config(args.env_id, args.checkpoint, args.force)
     results = evaluate_parallel(
         model,
         args.env_id,
@@ -168,7 +181,7 @@ def cmd_evaluate(args) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_atomically(args.out, lambda f: f.write((text + "\n").encode()))
     return 0
 
 
@@ -233,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--seed", type=int, default=0, help="episode i is reset with seed + i"
+        )
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="play a checkpoint recorded for another game (same action count)",
         )
         p.set_defaults(func=func)
         if name == "play":

@@ -22,6 +22,7 @@ from PIL import Image
 from .config import A3CConfig
 from .envs import AtariBatch
 from .policy import choose_actions
+from .runs import write_atomically
 
 MAX_EPISODE_STEPS = A3CConfig().max_episode_steps  # the cap for agents without config
 
@@ -160,12 +161,16 @@ def save_gif(frames, path, every=2, scale=0.5, fps=30) -> Path:
         size = (int(image.width * scale), int(image.height * scale))
         images.append(image.resize(size, Image.NEAREST).quantize(colors=32))
     path = Path(path)
-    images[0].save(
+    write_atomically(  # a full disk leaves no half GIF
         path,
-        save_all=True,
-        append_images=images[1:],
-        duration=int(1000 * every / fps),
-        loop=0,
-        optimize=True,
+        lambda f: images[0].save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(1000 * every / fps),
+            loop=0,
+            optimize=True,
+        ),
     )
     return path

@@ -21,14 +21,24 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    load_training_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from .config import A3CConfig
 from .envs import num_actions
 from .network import ActorCritic
 from .optim import SharedAdam
 from .runs import (
     CHECKPOINT,
+    LOG,
+    MODEL,
+    FileAccessError,
     Progress,
+    cannot_write,
     format_line,
     log_row,
     open_log,
@@ -63,9 +73,9 @@ class Trainer:
         self.optimizer = SharedAdam(self.model.parameters(), lr=cfg.lr)
         self.progress = Progress()
         if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_shared_state(state["optimizer"])
-            self.progress = Progress.from_dict(state["progress"])
+            self.progress = restore_training_state(
+                state, self.model, self.optimizer, self.run_dir / CHECKPOINT
+            )
         p, self.ctx = self.progress, mp.get_context("spawn")
         self.counters = SharedCounters(self.ctx, p.agent_steps, p.updates)
         self.events, self.stop = self.ctx.Queue(), self.ctx.Event()
@@ -148,18 +158,27 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         rate = (p.agent_steps - self.logged_steps) / (now - self.logged_at)
         row = log_row(p, self.updates, cfg.rollout_len * cfg.envs_per_worker, rate)
-        csv.writer(log).writerow(row)
-        log.flush()
+        try:
+            csv.writer(log).writerow(row)
+            log.flush()
+        except OSError as error:  # a full disk: stop, keeping the last checkpoint
+            return self.fail(cannot_write(self.run_dir / LOG, error))
         p.log_rows += 1
         self.updates, self.logged_at, self.logged_steps = [], now, p.agent_steps
         tqdm.write(format_line(row))
 
     def save(self) -> None:
-        """Checkpoint, unless the weights diverged (keep the last good one then)."""
-        if not all(torch.isfinite(w).all() for w in self.model.parameters()):
-            return self.fail("the shared weights are NaN or inf")
+        """Checkpoint: copy the state, then write it while the workers go on. If
+        the weights diverged or the disk refuses the files, stop the run instead:
+        the last good checkpoint stays."""
         progress = dataclasses.asdict(self.progress)
-        save_checkpoint(self.run_dir, self.model, self.optimizer, self.cfg, progress)
+        state = training_state(self.model, self.optimizer, self.cfg, progress)
+        if not all(torch.isfinite(w).all() for w in state["model"].values()):
+            return self.fail("the shared weights are NaN or inf")
+        try:
+            save_checkpoint(self.run_dir, state)
+        except FileAccessError as error:
+            self.fail(str(error))
 
     def join_workers(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -193,7 +212,8 @@ class Trainer:
 
 
 def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
-    """Check the run folder; returns the saved state when resuming."""
+    """Check the run folder; returns the saved state when resuming. A new run
+    refuses a folder that holds a model: it would overwrite it."""
     run_dir = Path(run_dir)
     if not resume:
         if (run_dir / CHECKPOINT).exists():
@@ -201,7 +221,15 @@ def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
                 f"{run_dir} already holds a run: pass --resume {run_dir} to "
                 "continue it, or choose another --run-dir"
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / MODEL).exists():
+            raise CheckpointError(
+                f"{run_dir} holds a {MODEL} (and no {CHECKPOINT} to resume): "
+                "choose another --run-dir, or move the model away"
+            )
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FileAccessError(cannot_write(run_dir, error)) from None
         return None
     state = load_training_checkpoint(run_dir)
     saved = A3CConfig.from_dict(state["config"])

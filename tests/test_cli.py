@@ -90,3 +90,51 @@ def test_a_train_run_refuses_to_overwrite_an_existing_run(tmp_path, capsys):
     (tmp_path / "checkpoint.pt").write_bytes(torch.zeros(1).numpy().tobytes())
     assert main(["train", "--run-dir", str(tmp_path)]) == 2
     assert "--resume" in one_line_error(capsys)
+
+
+def test_a_train_run_refuses_a_folder_holding_a_model_without_checkpoint(
+    tmp_path, capsys
+):
+    (tmp_path / "model.pt").write_bytes(b"someone's model")
+    assert main(["train", "--run-dir", str(tmp_path)]) == 2
+    assert "holds a model.pt" in one_line_error(capsys)
+    assert (tmp_path / "model.pt").read_bytes() == b"someone's model"
+
+
+def never_play(*args, **kwargs):
+    raise AssertionError("played before checking that the output can be written")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--out", "{file}/eval.json"],
+        ["play", "--gif", "{file}/play.gif"],
+        ["train", "--run-dir", "{file}/run"],
+    ],
+)
+def test_an_output_that_cannot_be_written_fails_at_once(
+    argv, tmp_path, monkeypatch, capsys
+):
+    import a3c_core.cli
+
+    monkeypatch.setattr(a3c_core.cli, "evaluate_parallel", never_play)
+    monkeypatch.setattr(a3c_core.cli, "play_episode", never_play)
+    monkeypatch.setattr(a3c_core.train.Trainer, "start_workers", never_play)
+    (tmp_path / "file").write_text("a file, not a folder")
+    argv = [arg.replace("{file}", str(tmp_path / "file")) for arg in argv]
+    assert main(argv) == 2
+    assert f"cannot write {tmp_path / 'file'}/" in one_line_error(capsys)
+
+
+def test_force_plays_an_agent_recorded_for_another_game(tmp_path, monkeypatch):
+    import a3c_core.cli
+    from a3c_core.config import A3CConfig
+    from a3c_core.network import ActorCritic
+
+    torch.save(ActorCritic(6).state_dict(), tmp_path / "model.pt")
+    (tmp_path / "config.json").write_text(A3CConfig(env_id="Pong-v4").to_json())
+    monkeypatch.setattr(a3c_core.cli, "evaluate_parallel", lambda *a, **k: [(1, 2)])
+    argv = ["evaluate", "--env", "SpaceInvaders-v4", "--checkpoint", str(tmp_path)]
+    assert main(argv) == 2
+    assert main(argv + ["--force"]) == 0
