@@ -4,11 +4,13 @@
 `num_workers` worker processes with the `spawn` context and then only coordinates:
 it applies the workers' reports (`EpisodeEnd`, `UpdateDone`, `WorkerFailed`), writes
 a log row every `log_every` seconds and a checkpoint every `checkpoint_every` seconds
-(and both once more at the end), and stops the run cleanly on Ctrl-C / SIGTERM, when
-a worker fails, at `total_steps` or when `train_minutes` are spent. What it writes
-into the run folder is described in `a3c_core.runs`.
+(and both once more at the end), and stops the run cleanly on Ctrl-C / SIGTERM (sent
+to it or to its whole process group), when a worker fails, at `total_steps` or when
+`train_minutes` are spent. One trainer at a time works in a run folder; what it
+writes there is described in `a3c_core.runs`.
 """
 
+import contextlib
 import csv
 import dataclasses
 import multiprocessing as mp
@@ -40,11 +42,20 @@ from .runs import (
     Progress,
     cannot_write,
     format_line,
+    lock_run_dir,
     log_row,
     open_log,
     record_config_changes,
 )
-from .worker import EpisodeEnd, SharedCounters, UpdateDone, WorkerFailed, worker_main
+from .worker import (
+    STOP_SIGNALS,
+    EpisodeEnd,
+    SharedCounters,
+    UpdateDone,
+    UpdateFence,
+    WorkerFailed,
+    worker_main,
+)
 
 # glibc hands big freed blocks back to the OS and every fresh page faults, which is
 # unusually costly on this kind of VM; keeping the memory makes workers faster.
@@ -79,6 +90,7 @@ class Trainer:
         p, self.ctx = self.progress, mp.get_context("spawn")
         self.counters = SharedCounters(self.ctx, p.agent_steps, p.updates)
         self.events, self.stop = self.ctx.Queue(), self.ctx.Event()
+        self.fence: UpdateFence | None = None  # made with the workers
         self.updates: list[UpdateDone] = []  # reports since the last log row
         self.failure: str | None = None
         self.workers: list = []
@@ -86,18 +98,27 @@ class Trainer:
         self.started = self.logged_at = self.saved_at = 0.0  # clock times, from run
 
     def start_workers(self) -> None:
-        """Spawn the workers; they inherit the malloc tuning through the environment."""
+        """Spawn the workers with the stop signals blocked, so that they are born
+        deaf to a Ctrl-C or SIGTERM sent to the whole group (`worker_main` then
+        ignores them); they inherit the malloc tuning through the environment."""
         for name, value in MALLOC_TUNING.items():
             os.environ.setdefault(name, value)  # unless the user set it
+        self.fence = UpdateFence()
         shared = (self.model, self.optimizer, self.counters, self.events, self.stop)
         self.workers = [
             self.ctx.Process(
-                target=worker_main, args=(rank, self.cfg, *shared), daemon=True
+                target=worker_main,
+                args=(rank, self.cfg, *shared, self.fence),
+                daemon=True,
             )
             for rank in range(self.cfg.num_workers)
         ]
-        for w in self.workers:
-            w.start()
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for w in self.workers:
+                w.start()  # the child inherits the blocked signals
+        finally:  # a signal that came meanwhile is delivered to us now
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
 
     def drain_events(self, timeout: float) -> None:
         """Apply every report the workers sent; waits up to `timeout` for the first."""
@@ -168,11 +189,16 @@ class Trainer:
         tqdm.write(format_line(row))
 
     def save(self) -> None:
-        """Checkpoint: copy the state, then write it while the workers go on. If
-        the weights diverged or the disk refuses the files, stop the run instead:
-        the last good checkpoint stays."""
-        progress = dataclasses.asdict(self.progress)
-        state = training_state(self.model, self.optimizer, self.cfg, progress)
+        """Checkpoint: copy the state holding the fence exclusively (no update is
+        half done, so weights, Adam's step and the counters agree), then write it
+        while the workers go on. If the weights diverged or the disk refuses the
+        files, stop the run instead: the last good checkpoint stays."""
+        p, counters = self.progress, self.counters
+        with self.fence.held(exclusive=True):
+            p.agent_steps, p.updates = counters.steps.value, counters.updates.value
+            state = training_state(
+                self.model, self.optimizer, self.cfg, dataclasses.asdict(p)
+            )
         if not all(torch.isfinite(w).all() for w in state["model"].values()):
             return self.fail("the shared weights are NaN or inf")
         try:
@@ -180,13 +206,18 @@ class Trainer:
         except FileAccessError as error:
             self.fail(str(error))
 
-    def join_workers(self, timeout: float) -> None:
+    def shut_down(self, timeout: float) -> None:
+        """Stop the workers after their current update (kill those still running
+        after `timeout` seconds: they ignore SIGTERM) and remove the fence."""
+        self.stop.set()
         deadline = time.monotonic() + timeout
         for w in self.workers:
             w.join(max(0.0, deadline - time.monotonic()))
             if w.is_alive():
-                w.terminate()
+                w.kill()
                 w.join()
+        if self.fence is not None:
+            self.fence.remove()
 
     def run(self, log, show_progress: bool) -> Progress:
         """Coordinate until every worker has stopped; log and checkpoint on the way."""
@@ -212,8 +243,8 @@ class Trainer:
 
 
 def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
-    """Check the run folder; returns the saved state when resuming. A new run
-    refuses a folder that holds a model: it would overwrite it."""
+    """Check the (locked) run folder; returns the saved state when resuming. A new
+    run refuses a folder that holds a model: it would overwrite it."""
     run_dir = Path(run_dir)
     if not resume:
         if (run_dir / CHECKPOINT).exists():
@@ -226,10 +257,6 @@ def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
                 f"{run_dir} holds a {MODEL} (and no {CHECKPOINT} to resume): "
                 "choose another --run-dir, or move the model away"
             )
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise FileAccessError(cannot_write(run_dir, error)) from None
         return None
     state = load_training_checkpoint(run_dir)
     saved = A3CConfig.from_dict(state["config"])
@@ -244,6 +271,23 @@ def prepare_run(cfg: A3CConfig, run_dir, resume: bool) -> dict | None:
     return state
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop):
+    """Inside, SIGINT and SIGTERM set `stop` instead of killing this process: the
+    workers finish their update and the trainer writes a final checkpoint."""
+
+    def request_stop(signum, _frame):
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after the current updates")
+        stop.set()
+
+    handlers = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
 def train(
     cfg: A3CConfig,
     run_dir,
@@ -253,27 +297,22 @@ def train(
 ):
     """Train until `cfg.total_steps` agent steps or a stop; returns the `Progress`.
 
-    Ctrl-C and SIGTERM stop the workers after their current update and write a
-    final checkpoint; `resume=True` continues from the checkpoint in `run_dir`.
-    `trainer_class` is a `Trainer` subclass's constructor (a3c_core.distributed's).
+    One trainer at a time per run folder (`lock_run_dir`). Ctrl-C and SIGTERM, to
+    this process or to its whole group, stop the workers after their current
+    update and write a final checkpoint; `resume=True` continues from the
+    checkpoint in `run_dir`. `trainer_class` is a `Trainer` subclass's constructor
+    (a3c_core.distributed's).
 
     Book: chapter 5.
     """
-    trainer = trainer_class(cfg, run_dir, prepare_run(cfg, run_dir, resume))
-
-    def request_stop(signum, _frame):
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after the current updates")
-        trainer.stop.set()
-
-    handlers = {
-        s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)
-    }
-    log = open_log(Path(run_dir), trainer.progress.log_rows)
-    try:
-        return trainer.run(log, show_progress)
-    finally:
-        trainer.stop.set()
-        trainer.join_workers(timeout=10.0)
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-        log.close()
+    run_dir = Path(run_dir)
+    with lock_run_dir(run_dir, create=not resume):
+        trainer = trainer_class(cfg, run_dir, prepare_run(cfg, run_dir, resume))
+        log = open_log(run_dir, trainer.progress.log_rows)
+        try:
+            with stop_on_signals(trainer.stop):
+                return trainer.run(log, show_progress)
+        finally:
+            trainer.shut_down(timeout=10.0)
+            with contextlib.suppress(OSError):  # a failed write was reported
+                log.close()

@@ -15,8 +15,12 @@ CPU does much faster than T small batches. Nothing is computed twice except the
 cheap GRU and heads.
 """
 
+import contextlib
+import fcntl
 import multiprocessing as mp
+import os
 import signal
+import tempfile
 import traceback
 from dataclasses import dataclass
 
@@ -50,6 +54,43 @@ class SharedCounters:
             self.steps.value += steps
             self.updates.value += updates
             return self.steps.value
+
+
+class UpdateFence:
+    """A read-write lock that makes every checkpoint one consistent snapshot.
+
+    A worker holds it shared while it steps the shared optimizer and counts that
+    update, so workers still update together (Hogwild); the trainer holds it
+    exclusive while it copies the weights, Adam's state and the counters, which
+    then agree: whole updates only. It is a `flock` on a small temporary file
+    because the OS releases a flock when its holder dies: a killed trainer or
+    worker never leaves the others waiting.
+    """
+
+    def __init__(self):
+        fd, self.path = tempfile.mkstemp(prefix="a3c-update-fence-")
+        os.close(fd)
+        self.file = None  # each process opens its own: a flock is per open file
+
+    def __getstate__(self):  # sent to a worker: the path, not this process's file
+        return {"path": self.path, "file": None}
+
+    @contextlib.contextmanager
+    def held(self, exclusive: bool = False):
+        """Hold the fence: shared (a worker's update) or exclusive (a checkpoint)."""
+        if self.file is None:
+            self.file = open(self.path, "rb")
+        fcntl.flock(self.file, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+
+    def remove(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 @dataclass(frozen=True)
@@ -152,22 +193,30 @@ def learn(model, rollout, bootstrap, cfg):
     return terms
 
 
-def update(model, shared_model, optimizer, rollout, bootstrap, cfg) -> LossTerms:
+def update(
+    model, shared_model, optimizer, rollout, bootstrap, cfg, counters=None, fence=None
+) -> LossTerms:
     """One asynchronous update: learn from the rollout, hand the gradient to the
-    shared model, step the shared optimizer (no lock: Hogwild, chapter 4) and copy
-    the new shared weights back. bootstrap (K) = V(s_T); returns the `LossTerms`.
+    shared model, step the shared optimizer (no lock between workers: Hogwild,
+    chapter 4), count the update in `counters` and copy the new shared weights
+    back. The step and its count hold the `fence` (shared with the other workers),
+    so a checkpoint sees both or neither. bootstrap (K) = V(s_T); returns the
+    `LossTerms`.
 
     Book: chapter 5.
     """
     terms = learn(model, rollout, bootstrap, cfg)
     hand_over_grads(model, shared_model)
-    optimizer.step()
+    with fence.held() if fence else contextlib.nullcontext():  # see UpdateFence
+        optimizer.step()
+        if counters is not None:
+            counters.add(steps=rollout.actions.numel(), updates=1)  # T * K steps
     pull_params(model, shared_model)
     return terms
 
 
-def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
-    """The worker loop: collect a rollout, bootstrap, update, count and report.
+def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop, fence=None):
+    """The worker loop: collect a rollout, bootstrap, update and count, report.
 
     Book: chapter 5.
     """
@@ -194,23 +243,35 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop):
             bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
         # learn replays the memory from rollout.start_hx, a constant: truncated BPTT
         set_lr(optimizer, scheduled_lr(cfg, counters.steps.value))
-        terms = update(model, shared_model, optimizer, rollout, bootstrap, cfg)
+        terms = update(
+            model, shared_model, optimizer, rollout, bootstrap, cfg, counters, fence
+        )
         del rollout  # frees its activations before the next rollout allocates its own
-        counters.add(steps=cfg.rollout_len * K, updates=1)
         loss = terms.total.item()
         events.put(UpdateDone(loss, terms.policy, terms.value, terms.entropy))
     envs.close()
 
 
-def worker_main(rank, cfg, shared_model, optimizer, counters, events, stop):
-    """Process entry point: one torch thread, and any error reported to the trainer.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+"""What a terminal (Ctrl-C), `docker stop`, systemd or Slurm send to a whole process
+group. The trainer stops the run on them; workers ignore them."""
+
+
+def worker_main(rank, cfg, shared_model, optimizer, counters, events, stop, fence=None):
+    """Process entry point: deaf to stop signals, one torch thread, and any error
+    reported to the trainer.
 
     Book: chapter 5.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    # Born with the stop signals blocked (Trainer.start_workers): ignore them, then
+    # unblock. A signal to the whole group is the trainer's to handle: it stops us
+    # after the current update and saves a final checkpoint.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     torch.set_num_threads(1)
     try:
-        run_worker(rank, cfg, shared_model, optimizer, counters, events, stop)
+        run_worker(rank, cfg, shared_model, optimizer, counters, events, stop, fence)
     except NonFiniteLoss as error:
         events.put(WorkerFailed(rank, f"stopped the run: {error}"))
         raise SystemExit(3) from None

@@ -1,16 +1,20 @@
 """End-to-end training runs: short, real, with 2 worker processes."""
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from a3c_core.checkpoint import atomic_save
+from a3c_core.cli import main
 from a3c_core.config import A3CConfig
 from a3c_core.runs import CHECKPOINT, MODEL, read_log
 from a3c_core.train import TrainingError, train
@@ -152,16 +156,130 @@ def test_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path):
     assert steps == int(read_log(tmp_path)[-1]["agent_steps"])
 
 
-def test_a_dead_worker_stops_the_run_with_an_error(tmp_path):
-    run = start_cli_run(tmp_path, "--total-steps", "100000")
-    wait_for_steps(run, tmp_path, 200)
+def worker_pids(run) -> list[int]:
+    """The run's workers: the trainer's children that multiprocessing spawned."""
     children = subprocess.run(
         ["pgrep", "-P", str(run.pid)], capture_output=True, text=True
     ).stdout.split()
-    workers = [
-        pid for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()
+    return [
+        int(pid)
+        for pid in children
+        if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
     ]
-    os.kill(int(workers[0]), signal.SIGKILL)
+
+
+def live_processes(pgid: int) -> list[int]:
+    """Processes of group `pgid` that are alive (zombies, dead but not yet reaped by
+    whoever adopted them, do not count)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+                alive.append(int(stat.parent.name))
+    return alive
+
+
+def wait_until_gone(pids_of, timeout=30.0) -> list[int]:
+    """Poll `pids_of()` until it is empty or `timeout` passes; returns what is left."""
+    deadline = time.monotonic() + timeout
+    while (left := pids_of()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_stop_signal_to_the_whole_group_saves_a_final_checkpoint_and_exits_0(
+    tmp_path, signum
+):
+    run = start_cli_run(tmp_path, "--total-steps", "100000")
+    wait_for_steps(run, tmp_path, 500)
+    os.killpg(run.pid, signum)  # docker stop, systemd, Slurm, Ctrl-C in a terminal
+    out, err = finish(run)
+    assert run.returncode == 0, err
+    assert f"{signum.name}: stopping" in out + err
+    steps = checkpoint(tmp_path)["progress"]["agent_steps"]
+    assert steps == int(read_log(tmp_path)[-1]["agent_steps"])
+    assert wait_until_gone(lambda: live_processes(run.pid)) == []
+
+
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    run = start_cli_run(tmp_path, "--total-steps", "100000")
+    wait_for_steps(run, tmp_path, 200)
+    workers = worker_pids(run)
+    assert len(workers) == 2
+    os.kill(run.pid, signal.SIGKILL)  # the trainer alone: no chance to stop them
+    run.wait(30)
+
+    def alive():
+        return [pid for pid in live_processes(run.pid) if pid in workers]
+
+    assert wait_until_gone(alive) == []
+
+
+def test_a_second_trainer_on_a_run_folder_is_refused_naming_the_first(tmp_path, capsys):
+    run = start_cli_run(tmp_path, "--total-steps", "100000")
+    wait_for_steps(run, tmp_path, 200)
+    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"in use by another trainer (pid {run.pid})" in err and err.count("\n") == 1
+    os.killpg(run.pid, signal.SIGTERM)
+    out, err = finish(run)
+    assert run.returncode == 0, err
+    steps = [r["agent_steps"] for r in read_log(tmp_path)]
+    assert steps == sorted(steps)  # one writer: the log never went back
+
+
+def test_every_checkpoint_taken_during_training_is_one_consistent_snapshot(tmp_path):
+    """Adam's step count, the update count and the agent steps agree in every
+    checkpoint, though the workers keep updating while it is written."""
+    seen, done = [], threading.Event()
+
+    def watch():  # read each checkpoint as it appears
+        while not done.is_set():
+            with contextlib.suppress(Exception):  # not there yet
+                seen.append(checkpoint(tmp_path))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        cfg = A3CConfig(total_steps=4000, **dict(QUICK, checkpoint_every=0.2))
+        train(cfg, tmp_path, show_progress=False)
+    finally:
+        done.set()
+        watcher.join()
+    assert len({s["progress"]["updates"] for s in seen}) >= 3
+    for state in seen:
+        updates = state["progress"]["updates"]
+        adam_steps = {s["step"].item() for s in state["optimizer"]["state"].values()}
+        assert adam_steps == {updates}, state["progress"]
+        assert state["progress"]["agent_steps"] == updates * 10 * 2  # T * K each
+
+
+def full_disk(obj, f):
+    f.write(b"the start of a checkpoint")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_stops_the_run_keeping_the_last_checkpoint(tmp_path, monkeypatch):
+    train(A3CConfig(total_steps=400, **QUICK), tmp_path, show_progress=False)
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    monkeypatch.setattr(torch, "save", full_disk)  # here only: workers are spawned
+    path = tmp_path / CHECKPOINT
+    with pytest.raises(TrainingError, match=f"cannot write {path} .No space left"):
+        cfg = A3CConfig(total_steps=100_000, **QUICK)
+        train(cfg, tmp_path, resume=True, show_progress=False)
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_dead_worker_stops_the_run_with_an_error(tmp_path):
+    run = start_cli_run(tmp_path, "--total-steps", "100000")
+    wait_for_steps(run, tmp_path, 200)
+    os.kill(worker_pids(run)[0], signal.SIGKILL)
     out, err = finish(run)
     assert run.returncode == 1
     assert "died with exit code -9" in err and "Traceback" not in err
