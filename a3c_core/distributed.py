@@ -52,7 +52,9 @@ once). The ranks enter each sync together, so only a lost rank makes one wait.""
 
 RANK_SEED_STRIDE = 1_000_000  # rank r trains with seed + r * stride: its own games
 BEAT_EVERY = 0.5  # seconds between two heartbeats of a rank
-USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError)  # exit code 2
+# The CLI's usage errors (one line, exit code 2; a3c_core.cli.USAGE_ERRORS): an
+# OSError is a run folder that is locked, unwritable or on a full disk.
+USAGE_ERRORS = (ConfigError, UnknownEnvError, CheckpointError, OSError)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 
+from a3c_core import cli, distributed
 from a3c_core.config import MAX_SEED, A3CConfig, ConfigError
 from a3c_core.distributed import (
     DistributedTrainer,
@@ -28,7 +29,7 @@ from a3c_core.distributed import (
     rank_config,
     world_from_env,
 )
-from a3c_core.runs import CHECKPOINT, read_log
+from a3c_core.runs import CHECKPOINT, lock_run_dir, read_log
 from a3c_core.worker import EpisodeEnd
 from tests.conftest import ROOT
 
@@ -162,6 +163,10 @@ def test_a_plain_run_has_no_world_and_a_half_set_environment_is_refused():
     )
 
 
+def test_errors_shared_between_ranks_are_the_clis_usage_errors():
+    assert set(distributed.USAGE_ERRORS) == set(cli.USAGE_ERRORS)
+
+
 def test_ranks_train_with_their_own_seed_and_nothing_else_changed():
     cfg = A3CConfig(lr=1e-3)
     assert rank_config(cfg, 0) == cfg
@@ -245,6 +250,29 @@ def test_ranks_with_different_configs_are_refused_before_training(tmp_path):
             "(rank 0: 0.0005); start every rank with the same flags"
         )
     assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_a_run_folder_refused_on_rank_0_stops_every_rank_with_its_reason(tmp_path):
+    run_dir, port = tmp_path / "run", free_port()
+    with lock_run_dir(run_dir):  # another trainer is using the folder
+        ranks = [
+            start(
+                [sys.executable, "-m", "a3c_core", "train", *SMALL]
+                + ["--run-dir", str(run_dir)],
+                rank_env(rank, port, tmp_path / "tmp"),
+                tmp_path / f"rank{rank}",
+            )
+            for rank in (0, 1)
+        ]
+        try:
+            for proc in ranks:
+                proc.wait(120)
+        finally:
+            stop_all(*ranks)
+    errors = [output(proc)[1].strip() for proc in ranks]
+    assert [proc.returncode for proc in ranks] == [2, 2], errors
+    assert f"pid {os.getpid()}" in errors[0] and "\n" not in errors[0]
+    assert errors[1] == errors[0].replace("error: ", "error: rank 0: ", 1)
 
 
 def wait_for_checkpoint(run_dir: Path, procs, steps: int, timeout=180) -> None:
