@@ -8,7 +8,9 @@ A run lives in one folder (`runs/pong-v4/`, or `pretrained/pong-v4/` for our age
 - `log.csv`: one row every `log_every` seconds, the whole history across resumes;
 - `config_changes.jsonl`: every hyperparameter a resume changed, and from which
   agent step;
-- `train.lock`, while a trainer works in the folder: the pid of that trainer.
+- `train.lock` and `train.fence`, while a trainer works in the folder: its pid, and
+  the lock that makes its checkpoints consistent (`a3c_core.worker.UpdateFence`);
+  a killed trainer leaves them behind, harmless, and the next one reuses them.
 
 This module names those files and owns the log and the change records: it writes
 them (`open_log`, `log_row`, `record_config_changes`) and reads them back
@@ -40,6 +42,7 @@ CONFIG = "config.json"
 LOG = "log.csv"
 CHANGES = "config_changes.jsonl"
 LOCK = "train.lock"
+FENCE = "train.fence"
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 """Our trained agents, one run folder per game (`pretrained/pong-v4/`)."""

@@ -36,6 +36,7 @@ from .network import ActorCritic
 from .optim import SharedAdam
 from .runs import (
     CHECKPOINT,
+    FENCE,
     LOG,
     MODEL,
     FileAccessError,
@@ -103,7 +104,7 @@ class Trainer:
         ignores them); they inherit the malloc tuning through the environment."""
         for name, value in MALLOC_TUNING.items():
             os.environ.setdefault(name, value)  # unless the user set it
-        self.fence = UpdateFence()
+        self.fence = UpdateFence(self.run_dir / FENCE)  # the run folder is ours
         shared = (self.model, self.optimizer, self.counters, self.events, self.stop)
         self.workers = [
             self.ctx.Process(

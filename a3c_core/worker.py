@@ -18,11 +18,10 @@ cheap GRU and heads.
 import contextlib
 import fcntl
 import multiprocessing as mp
-import os
 import signal
-import tempfile
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -62,14 +61,14 @@ class UpdateFence:
     A worker holds it shared while it steps the shared optimizer and counts that
     update, so workers still update together (Hogwild); the trainer holds it
     exclusive while it copies the weights, Adam's state and the counters, which
-    then agree: whole updates only. It is a `flock` on a small temporary file
+    then agree: whole updates only. It is a `flock` on an empty file, `path`,
     because the OS releases a flock when its holder dies: a killed trainer or
     worker never leaves the others waiting.
     """
 
-    def __init__(self):
-        fd, self.path = tempfile.mkstemp(prefix="a3c-update-fence-")
-        os.close(fd)
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.touch()
         self.file = None  # each process opens its own: a flock is per open file
 
     def __getstate__(self):  # sent to a worker: the path, not this process's file
@@ -89,8 +88,7 @@ class UpdateFence:
     def remove(self) -> None:
         if self.file is not None:
             self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ def test_two_workers_train_then_resume_with_counters_continuing(tmp_path):
     assert saved["progress"]["agent_steps"] == first.agent_steps
     assert saved["optimizer"]["state"][0]["step"].item() == first.updates
     assert (tmp_path / MODEL).exists() and len(read_log(tmp_path)) == first.log_rows
+    files = {p.name for p in tmp_path.iterdir()}  # no lock or fence left behind
+    assert files == {CHECKPOINT, MODEL, "config.json", "log.csv"}
 
     second = train(
         A3CConfig(total_steps=3000, **QUICK), tmp_path, resume=True, show_progress=False
