@@ -67,6 +67,9 @@ MALLOC_TUNING = {
 }
 
 
+FAILED_WAIT_S = 15.0  # after a failure, how long the workers get to stop by themselves
+
+
 class TrainingError(RuntimeError):
     """The run stopped abnormally (a worker died, the loss became NaN, ...)."""
 
@@ -144,7 +147,8 @@ class Trainer:
 
     def fail(self, message: str) -> None:
         """Remember the first failure and stop every worker."""
-        self.failure = self.failure or message
+        if self.failure is None:
+            self.failure, self.failed_at = message, time.monotonic()
         self.stop.set()
 
     def check_workers(self) -> None:
@@ -235,6 +239,8 @@ class Trainer:
             self.drain_events(timeout=0.5)
             self.keep_up(log)
             bar.update(p.agent_steps - bar.n)
+            if self.failure and time.monotonic() - self.failed_at > FAILED_WAIT_S:
+                break  # a worker stuck on a lock a killed peer held: shut_down kills it
         bar.close()
         self.drain_events(timeout=0.1)
         self.keep_up(log, final=True)
