@@ -199,7 +199,7 @@ def first_reaching(curve: list[dict], key: str, score: float) -> float | None:
 def report_table(results: list[dict]) -> str:
     """A markdown table: one row per result."""
     lines = [
-        "| run | game | cores | minutes | agent steps | steps/s | running mean "
+        "| run | game | taskset cores | minutes | agent steps | steps/s | running mean "
         "| eval 30 sampled (mean +- std) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -214,6 +214,47 @@ def report_table(results: list[dict]) -> str:
             f"| {last} | {e['mean']:.1f} +- {e['std']:.1f} |"
         )
     return "\n".join(lines)
+
+
+MILESTONES = {
+    "Pong-v4": (-10, 0, 15, 18),
+    "Breakout-v4": (20, 50, 100, 150),
+    "SpaceInvaders-v4": (200, 300, 450, 550),
+}
+"""Running means whose first minute a report names per game: the seed's README scores
+(Pong 18, Breakout 140-190, SpaceInvaders 470-550) and steps on the way there."""
+
+
+def milestone_table(results: list[dict], game: str) -> str:
+    """Minutes (and agent steps) until each run's running mean first reached each
+    milestone of the game: what a reader waits, beside the steps per second."""
+    marks = MILESTONES[game]
+    lines = [
+        "| run | steps/s | " + " | ".join(f"to {m}" for m in marks) + " |",
+        "|---|---|" + "---|" * len(marks),
+    ]
+    for r in (r for r in results if r["env_id"] == game):
+        cells = []
+        for m in marks:
+            minutes = first_reaching(r["curve"], "minutes", m)
+            steps = first_reaching(r["curve"], "agent_steps", m)
+            cells.append(
+                f"not in {r['minutes']:.0f} min"
+                if minutes is None
+                else f"{minutes:.0f} min ({steps / 1e6:.1f}M)"
+            )
+        rate = r["agent_steps"] / (60 * r["minutes"])
+        lines.append(f"| {r['name']} | {rate:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def full_report(results: list[dict]) -> str:
+    """The results table, then the minutes to each milestone, one table per game."""
+    parts = [report_table(results)]
+    for game in sorted({r["env_id"] for r in results} & set(MILESTONES)):
+        parts += [f"Minutes (agent steps) to a running mean, {game}:",
+                  milestone_table(results, game)]  # fmt: skip
+    return "\n\n".join(parts)
 
 
 def write_table(readme: Path, table: str) -> None:
@@ -284,9 +325,9 @@ def main(argv=None) -> int:
         run_all(specs, args)
     else:
         results = load_results()
-        print(report_table(results))
+        print(full_report(results))
         plot(results, RESULTS / "learning_speed.png")
-        write_table(RESULTS / "README.md", report_table(results))
+        write_table(RESULTS / "README.md", full_report(results))
     return 0
 
 

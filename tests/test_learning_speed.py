@@ -60,3 +60,23 @@ def test_the_running_mean_is_read_at_a_time_and_first_reaching_a_score(bench):
     assert bench.value_at(curve, "minutes", 2.9) == -20.0
     assert bench.first_reaching(curve, "agent_steps", 0.0) == 300
     assert bench.first_reaching(curve, "minutes", 10.0) is None
+
+
+def test_the_milestone_table_names_minutes_and_steps_or_says_not_reached(bench):
+    curve = [
+        {"minutes": 1.0, "agent_steps": 1e6, "mean_return": -12.0},
+        {"minutes": 2.0, "agent_steps": 2.5e6, "mean_return": 1.0},
+    ]
+    result = {"name": "a", "env_id": "Pong-v4", "minutes": 2.0, "agent_steps": 2.5e6,
+              "curve": curve, "cores": "0",
+              "eval": {"mean": 3.0, "std": 1.0}}  # fmt: skip
+    table = bench.milestone_table([result], "Pong-v4")
+    assert "| to -10 | to 0 | to 15 | to 18 |" in table
+    assert (
+        "| a | 20833 | 2 min (2.5M) | 2 min (2.5M) | not in 2 min | not in 2 min |"
+        in table
+    )
+    other = dict(result, env_id="Breakout-v4")
+    assert "| a |" not in bench.milestone_table([other], "Pong-v4")
+    report = bench.full_report([result, other])
+    assert "running mean, Breakout-v4" in report and "running mean, Pong-v4" in report
