@@ -320,6 +320,8 @@ def lock_run_dir(run_dir, create: bool = True):
         lock = _locked_file(path)
     except FileNotFoundError:
         raise FileAccessError(f"no run folder {run_dir}: check the path") from None
+    except FileAccessError:
+        raise  # already one line naming the holder: not a write problem to rephrase
     except OSError as error:
         raise FileAccessError(cannot_write(path, error)) from None
     try:
