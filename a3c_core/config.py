@@ -196,7 +196,25 @@ def field_docs(cls=A3CConfig) -> dict[str, str]:
 
 
 SEED_PRESET = A3CConfig(
-    num_workers=20, envs_per_worker=1, lr=1e-4, total_steps=80_000_000
+    # every field that changes learning is named, so a new default (say bfloat16
+    # convolutions) never leaks into the seed's setup; values from baby-a3c.py
+    num_workers=20,  # --processes 20
+    envs_per_worker=1,
+    rollout_len=20,  # --rnn_steps 20
+    gamma=0.99,
+    gae_lambda=1.0,  # --tau 1.0
+    lr=1e-4,
+    lr_decay_steps=0,
+    entropy_coef=0.01,
+    value_coef=0.5,
+    max_grad_norm=40.0,
+    hidden_size=256,
+    conv_dtype="float32",
+    total_steps=80_000_000,  # 8e7 frames
+    max_episode_steps=10_000,  # episode_length >= 1e4
+    reward_clip=1.0,
+    seed=1,
+    return_horizon=0.99,  # --horizon 0.99
 )
 """baby-a3c's own setup: 20 one-environment workers, Adam lr 1e-4, 80M agent steps."""
 

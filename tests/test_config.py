@@ -1,8 +1,11 @@
+import ast
 import dataclasses
+import inspect
 import json
 
 import pytest
 
+from a3c_core import config as config_module
 from a3c_core.config import (
     RUN_CONTROL,
     SEED_PRESET,
@@ -57,6 +60,22 @@ def test_seed_preset_keeps_baby_a3c_values():
     assert (SEED_PRESET.gamma, SEED_PRESET.gae_lambda) == (0.99, 1.0)
     assert (SEED_PRESET.entropy_coef, SEED_PRESET.max_grad_norm) == (0.01, 40.0)
     assert SEED_PRESET.value_coef * 0.5 == 0.25  # seed: 0.5 * (0.5 * sum of squares)
+    assert (SEED_PRESET.conv_dtype, SEED_PRESET.lr_decay_steps) == ("float32", 0)
+
+
+def test_seed_preset_names_every_field_that_changes_learning():
+    """A default changed later (a new learning rate, bfloat16) must not change the
+    seed preset: it gives every field itself, except the game and run control."""
+    tree = ast.parse(inspect.getsource(config_module))
+    call = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and node.targets[0].id == "SEED_PRESET"
+    )
+    named = {kw.arg for kw in call.keywords}
+    fields = {f.name for f in dataclasses.fields(A3CConfig)}
+    exempt = (RUN_CONTROL | {"env_id", "sync_every"}) - {"total_steps"}
+    assert fields - exempt <= named, sorted(fields - exempt - named)
 
 
 def test_run_control_is_a_subset_of_the_fields_without_learning_ones():
