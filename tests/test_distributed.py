@@ -225,13 +225,14 @@ def test_after_a_sync_the_ranks_hold_identical_weights_and_summed_counts(tmp_pat
 # ---- whole runs: ranks started by hand (as torchrun would), then torchrun ----------
 
 
-def test_ranks_with_different_configs_are_refused_before_training(tmp_path):
+def run_ranks(tmp_path: Path, run_dir: Path, flags=lambda rank: []) -> list:
+    """Start ranks 0 and 1 of a small run in run_dir by hand (as torchrun would),
+    rank r with flags(r) added, and wait until both have ended."""
     port = free_port()
     ranks = [
         start(
             [sys.executable, "-m", "a3c_core", "train", *SMALL]
-            + ["--run-dir", str(tmp_path / "run")]
-            + (["--lr", "0.001"] if rank else []),
+            + ["--run-dir", str(run_dir), *flags(rank)],
             rank_env(rank, port, tmp_path / "tmp"),
             tmp_path / f"rank{rank}",
         )
@@ -242,6 +243,13 @@ def test_ranks_with_different_configs_are_refused_before_training(tmp_path):
             proc.wait(120)
     finally:
         stop_all(*ranks)
+    return ranks
+
+
+def test_ranks_with_different_configs_are_refused_before_training(tmp_path):
+    ranks = run_ranks(
+        tmp_path, tmp_path / "run", lambda rank: ["--lr", "0.001"] if rank else []
+    )
     for proc in ranks:
         err = output(proc)[1].strip()
         assert proc.returncode == 2, err
@@ -253,22 +261,9 @@ def test_ranks_with_different_configs_are_refused_before_training(tmp_path):
 
 
 def test_a_run_folder_refused_on_rank_0_stops_every_rank_with_its_reason(tmp_path):
-    run_dir, port = tmp_path / "run", free_port()
+    run_dir = tmp_path / "run"
     with lock_run_dir(run_dir):  # another trainer is using the folder
-        ranks = [
-            start(
-                [sys.executable, "-m", "a3c_core", "train", *SMALL]
-                + ["--run-dir", str(run_dir)],
-                rank_env(rank, port, tmp_path / "tmp"),
-                tmp_path / f"rank{rank}",
-            )
-            for rank in (0, 1)
-        ]
-        try:
-            for proc in ranks:
-                proc.wait(120)
-        finally:
-            stop_all(*ranks)
+        ranks = run_ranks(tmp_path, run_dir)
     errors = [output(proc)[1].strip() for proc in ranks]
     assert [proc.returncode for proc in ranks] == [2, 2], errors
     assert f"pid {os.getpid()}" in errors[0] and "\n" not in errors[0]

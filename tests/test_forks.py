@@ -1,22 +1,12 @@
 """benchmarks/forks.py: its estimators on logs with known answers, and what the
 Experiments appendix says about the committed forks."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "forks.py"
-
-
-@pytest.fixture(scope="module")
-def forks():
-    spec = importlib.util.spec_from_file_location("forks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import forks
 
 
 def running_log(returns, per_row, horizon=0.99, start=0.0):
@@ -35,7 +25,7 @@ def running_log(returns, per_row, horizon=0.99, start=0.0):
     }
 
 
-def test_own_mean_recovers_the_weighted_mean_of_the_new_episodes(forks):
+def test_own_mean_recovers_the_weighted_mean_of_the_new_episodes():
     rng = np.random.default_rng(0)
     returns = rng.normal(10, 3, size=50)
     log = running_log(returns, per_row=50, start=-20.0)
@@ -45,33 +35,33 @@ def test_own_mean_recovers_the_weighted_mean_of_the_new_episodes(forks):
     assert math.isclose(got, expected, rel_tol=1e-9)
 
 
-def test_own_stderr_of_one_episode_is_one_and_shrinks_like_one_over_root_n(forks):
+def test_own_stderr_of_one_episode_is_one_and_shrinks_like_one_over_root_n():
     assert forks.own_stderr(1) == 1
     assert math.isclose(forks.own_stderr(20), 1 / math.sqrt(20), rel_tol=0.1)
     assert forks.own_stderr(1000) > 1 / math.sqrt(1000)  # old episodes weigh less
 
 
-def test_single_returns_recovers_every_return_of_a_row_with_one_episode(forks):
+def test_single_returns_recovers_every_return_of_a_row_with_one_episode():
     returns = np.array([3.0, -1.0, 7.0, 2.0])
     log = running_log(returns, per_row=1)
     np.testing.assert_allclose(forks.single_returns(log, 0, 4000), returns)
 
 
-def test_row_scatter_estimates_the_episode_standard_deviation(forks):
+def test_row_scatter_estimates_the_episode_standard_deviation():
     rng = np.random.default_rng(1)
     log = running_log(rng.normal(0, 5, size=20_000), per_row=10, start=0.0)
     sigma = forks.pooled_std([forks.row_scatter(log, 100_000, 2_000_000)])
     assert 4.5 < sigma < 5.5
 
 
-def test_the_rule_needs_the_whole_window_above_two_se_and_both_halves_ahead(forks):
+def test_the_rule_needs_the_whole_window_above_two_se_and_both_halves_ahead():
     assert forks.passes_rule([2.1, 0.1, 0.1])
     assert not forks.passes_rule([1.9, 3.0, 3.0])
     assert not forks.passes_rule([5.0, 6.0, -0.1])
 
 
 @pytest.fixture(scope="module")
-def pong(forks):
+def pong():
     s = forks.study("pong-v4")
     return s, forks.pong_gaps(s)
 
@@ -101,7 +91,7 @@ def test_what_the_appendix_says_about_the_pong_forks(pong):
         assert abs(f[name]["gap"]) < 2, name  # no measurable difference
 
 
-def test_row_scatter_errs_high_against_the_exact_returns_on_pong(forks, pong):
+def test_row_scatter_errs_high_against_the_exact_returns_on_pong(pong):
     s, sigma = pong
     exact = [
         fork
@@ -115,7 +105,7 @@ def test_row_scatter_errs_high_against_the_exact_returns_on_pong(forks, pong):
     assert forks.pooled_std(scatter) > sigma
 
 
-def test_the_learning_rate_tests_and_their_decisions(forks):
+def test_the_learning_rate_tests_and_their_decisions():
     si = forks.study("spaceinvaders-v4")
     bo = forks.study("breakout-v4")
     pong = forks.study("pong-v4")

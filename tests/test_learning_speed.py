@@ -1,25 +1,21 @@
 """benchmarks/learning_speed.py on a tiny real run: train to a budget, resume to a
 larger one, evaluate, summarise, tabulate and plot (its numbers are not tested)."""
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import ROOT
+from benchmarks import learning_speed
 
-SCRIPT = ROOT / "benchmarks" / "learning_speed.py"
 TINY = ["num_workers=1", "envs_per_worker=2", "rollout_len=5", "log_every=1"]
 
 
 @pytest.fixture
 def bench(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("learning_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
-    return module
+    """The script, writing its runs and results under tmp_path."""
+    monkeypatch.setattr(learning_speed, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(learning_speed, "RESULTS", tmp_path / "results")
+    return learning_speed
 
 
 def run_tiny(bench, minutes: float) -> dict:
