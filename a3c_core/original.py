@@ -17,12 +17,13 @@ Apache-2.0 (`book/data/baby-a3c/LICENSE`, and `NOTICE` at the repository root).
 4. a download from baby-a3c's pinned commit on GitHub into the cache.
 
 Every file, wherever it is found, must have the sha256 that the pinned commit's file
-has, so a chapter always reads exactly the seed's bytes. This module does not parse
-the files: `a3c_core.play.load_agent` loads the checkpoints.
+has, so a chapter always reads exactly the seed's bytes. `read_original_log` parses a
+log; `a3c_core.play.load_agent` loads the checkpoints.
 """
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from urllib.request import urlopen
@@ -167,3 +168,27 @@ def fetch(game: str, name: str, dest: Path) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return dest
+
+
+LOG_LINE = re.compile(
+    r"time (\d+)h (\d+)m (\d+)s, episodes (\d+), frames ([\d.]+)M, mean epr ([-\d.]+)"
+)
+
+
+def read_original_log(game: str) -> list[dict]:
+    """baby-a3c's log.txt of `game` ("pong-v4"), one dict per line, in the keys of
+    our own log (`a3c_core.runs.read_log`): elapsed_s, episodes, agent_steps and
+    mean_return. Its lines read `time 16h 13m 01s, episodes 30438, frames 80.0M, mean
+    epr 17.89, run loss -50.58`: its "frames" are agent steps, logged to 0.1M, and
+    "mean epr" is the running mean of training episodes. Rows come in file order;
+    Breakout's first 52 lines alternate between two runs started a minute apart."""
+    text = original_file(game, "log.txt").read_text()
+    return [
+        {
+            "elapsed_s": 3600 * int(h) + 60 * int(m) + int(s),
+            "episodes": int(episodes),
+            "agent_steps": round(float(millions) * 1e6),
+            "mean_return": float(mean),
+        }
+        for h, m, s, episodes, millions, mean in LOG_LINE.findall(text)
+    ]

@@ -135,3 +135,20 @@ def test_unknown_files_are_refused_before_any_lookup(no_network):
 def test_the_pinned_checksums_are_those_of_the_seeds_files():
     for key, digest in SHA256.items():
         assert original.sha256(SHARED / key) == digest, key
+
+
+def test_the_seeds_logs_parse_into_rows_like_ours(no_network):
+    text = (SHIPPED / "pong-v4" / "log.txt").read_text()
+    rows = original.read_original_log("pong-v4")
+    assert len(rows) == text.count("\ntime ") + text.startswith("time ") == 972
+    assert rows[0] == {
+        "elapsed_s": 60,
+        "episodes": 35,
+        "agent_steps": 100_000,
+        "mean_return": -20.80,
+    }  # time 00h 01m 00s, episodes 35, frames 0.1M, mean epr -20.80
+    assert rows[-1]["elapsed_s"] == 16 * 3600 + 13 * 60 + 1
+    assert (rows[-1]["agent_steps"], rows[-1]["mean_return"]) == (80_000_000, 17.89)
+    for game in ("breakout-v4", "spaceinvaders-v4"):
+        rows = original.read_original_log(game)
+        assert len(rows) > 1000 and rows[-1]["agent_steps"] == 80_000_000
