@@ -31,6 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from a3c_core.checkpoint import load_training_checkpoint
 from a3c_core.runs import read_log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +142,11 @@ def summarize(name, env_id, minutes, cores, overrides, preset) -> dict:
     }
 
 
+def trained_minutes(run_dir: Path) -> float:
+    """Training minutes in the run's checkpoint (what a resume goes on from)."""
+    return load_training_checkpoint(run_dir)["progress"]["elapsed_s"] / 60
+
+
 def start(name, env_id, minutes, cores, overrides, preset):
     """Start the training process of one run; its output goes to <run>.out."""
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -170,9 +176,16 @@ def run_all(specs: list[tuple[str, dict]], args) -> None:
         for (name, overrides), core in zip(specs, cores)
     ]
     codes = [p.wait() for p in procs]
-    for (name, overrides), core, code in zip(specs, cores, codes):
+    for (name, _), code in zip(specs, codes):
         if code != 0:
             raise SystemExit(f"error: {name} stopped with exit code {code}")
+        trained = trained_minutes(RUNS / name)  # Ctrl-C and SIGTERM also exit 0
+        if trained < args.minutes:
+            raise SystemExit(
+                f"{name} stopped after {trained:.1f} of {args.minutes:g} minutes: "
+                "run the same command again to resume it"
+            )
+    for (name, overrides), core in zip(specs, cores):
         print(finish(name, args.env, args.minutes, core, overrides, args.preset,
                      args.episodes))  # fmt: skip
 

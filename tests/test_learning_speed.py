@@ -76,3 +76,19 @@ def test_the_milestone_table_names_minutes_and_steps_or_says_not_reached(bench):
     assert "| a |" not in bench.milestone_table([other], "Pong-v4")
     report = bench.full_report([result, other])
     assert "running mean, Breakout-v4" in report and "running mean, Pong-v4" in report
+
+
+def test_a_run_stopped_before_its_budget_is_not_evaluated(bench, monkeypatch):
+    """A trainer stopped by Ctrl-C or SIGTERM exits 0 with a checkpoint: the script
+    must not take that for the end of the budget (here the trainer is given 0.2 of
+    the run's 0.5 minutes, as if stopped)."""
+    command = bench.train_command
+
+    def stopped_early(*args):
+        return [a.replace("=0.5", "=0.2") for a in command(*args)]
+
+    monkeypatch.setattr(bench, "train_command", stopped_early)
+    with pytest.raises(SystemExit, match=r"stopped after 0\.\d of 0\.5 minutes: run"):
+        run_tiny(bench, 0.5)
+    assert not (bench.RESULTS / "tiny.json").exists()
+    assert 0.2 <= bench.trained_minutes(bench.RUNS / "tiny") < 0.5
