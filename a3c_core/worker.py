@@ -64,6 +64,8 @@ class UpdateFence:
     then agree: whole updates only. It is a `flock` on an empty file, `path`,
     because the OS releases a flock when its holder dies: a killed trainer or
     worker never leaves the others waiting.
+
+    Book: chapter 5.
     """
 
     def __init__(self, path):
