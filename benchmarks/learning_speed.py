@@ -209,6 +209,14 @@ def first_reaching(curve: list[dict], key: str, score: float) -> float | None:
     )  # fmt: skip
 
 
+def eval_gap(a: dict, b: dict) -> float:
+    """Evaluation mean of result a minus result b, in standard errors of the
+    difference (each evaluation's std / sqrt(episodes))."""
+    ea, eb = a["eval"], b["eval"]
+    se = (ea["std"] ** 2 / ea["episodes"] + eb["std"] ** 2 / eb["episodes"]) ** 0.5
+    return (ea["mean"] - eb["mean"]) / se
+
+
 def report_table(results: list[dict]) -> str:
     """A markdown table: one row per result."""
     lines = [

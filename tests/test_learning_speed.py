@@ -92,3 +92,10 @@ def test_a_run_stopped_before_its_budget_is_not_evaluated(bench, monkeypatch):
         run_tiny(bench, 0.5)
     assert not (bench.RESULTS / "tiny.json").exists()
     assert 0.2 <= bench.trained_minutes(bench.RUNS / "tiny") < 0.5
+
+
+def test_the_evaluation_gap_is_in_standard_errors_of_the_difference(bench):
+    a = {"eval": {"mean": 2.0, "std": 3.0, "episodes": 9}}  # SE 1
+    b = {"eval": {"mean": -2.0, "std": 4.0, "episodes": 4}}  # SE 2
+    assert bench.eval_gap(a, b) == pytest.approx(4 / 5**0.5)
+    assert bench.eval_gap(b, a) == pytest.approx(-4 / 5**0.5)
