@@ -92,15 +92,20 @@ class Progress:
         known = {f.name for f in dataclasses.fields(cls)}
         progress = cls(**{k: v for k, v in saved.items() if k in known})
         for name, value in dataclasses.asdict(progress).items():
-            if name == "mean_return" and value is None:
-                continue
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            whole = isinstance(value, int) or name in ("elapsed_s", "mean_return")
-            if not (number and whole and math.isfinite(value)) or (
-                name != "mean_return" and value < 0
-            ):
+            if not _plausible(name, value):
                 raise ValueError(f"progress {name} is {value!r}")
         return progress
+
+
+def _plausible(name: str, value) -> bool:
+    """Could a run have saved this `Progress` value?"""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    finite = number and math.isfinite(value)
+    if name == "mean_return":
+        return value is None or finite  # None until the first episode ends
+    if name == "elapsed_s":
+        return finite and value >= 0
+    return number and isinstance(value, int) and value >= 0  # a counter
 
 
 def open_log(run_dir: Path, keep_rows: int):

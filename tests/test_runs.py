@@ -1,6 +1,7 @@
 import dataclasses
 import errno
 import json
+import math
 import os
 import signal
 import subprocess
@@ -105,11 +106,26 @@ def test_progress_from_a_checkpoint_skips_keys_it_does_not_know():
 
 @pytest.mark.parametrize(
     "key,value",
-    [("agent_steps", -1), ("updates", 1.5), ("episodes", True), ("elapsed_s", "1")],
+    [
+        ("agent_steps", -1),
+        ("updates", 1.5),
+        ("episodes", True),
+        ("log_rows", None),
+        ("elapsed_s", "1"),
+        ("elapsed_s", -0.5),
+        ("elapsed_s", math.inf),
+        ("mean_return", math.nan),
+        ("mean_return", "-20"),
+    ],
 )
 def test_progress_from_a_checkpoint_refuses_values_no_run_saves(key, value):
     with pytest.raises(ValueError, match=f"progress {key} is"):
         Progress.from_dict({key: value})
+
+
+def test_progress_from_a_checkpoint_keeps_what_runs_save():
+    for saved in [Progress(), Progress(3, 1, 2, 0.25, -20.5, 4)]:
+        assert Progress.from_dict(dataclasses.asdict(saved)) == saved
 
 
 def test_game_dir_names_the_run_folder_of_v4_and_v5_ids():
