@@ -10,6 +10,10 @@ feels, the score after so many minutes on their own machine:
     # two configurations side by side, one core each: a fair A/B on a shared machine
     python benchmarks/learning_speed.py compare --env Pong-v4 --minutes 45 \\
         pong-default: pong-rollout5:rollout_len=5
+    # branches of a finished run, side by side: its run folder copied, resumed with a
+    # change (its budget counts the parent's minutes: 120 + 45 here)
+    python benchmarks/learning_speed.py compare --env Pong-v4 --minutes 165 \
+        --from pong-bf16-k4-2core k4-more: k4-lr1.25e-4:lr=1.25e-4
     # the results table and plot of every committed result
     python benchmarks/learning_speed.py report
 
@@ -27,6 +31,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +108,7 @@ def read_curve(run_dir: Path) -> list[dict]:
     ]
 
 
-def summarize(name, env_id, minutes, cores, overrides, preset) -> dict:
+def summarize(name, env_id, minutes, cores, overrides, preset, parent=None) -> dict:
     """The result of a finished run: config, machine, curve and evaluation."""
     run_dir = RUNS / name
     curve = read_curve(run_dir)
@@ -123,6 +128,7 @@ def summarize(name, env_id, minutes, cores, overrides, preset) -> dict:
         "agent_steps": curve[-1]["agent_steps"],
         "curve": curve,
         "eval": {k: evaluation[k] for k in ("episodes", "mean", "std", "min", "max")},
+        "branched_from": branched_from(run_dir),
         "command": " ".join(
             [
                 "python benchmarks/learning_speed.py run",
@@ -136,6 +142,7 @@ def summarize(name, env_id, minutes, cores, overrides, preset) -> dict:
                 "--preset",
                 preset,
             ]
+            + ([f"--from {parent}"] if parent else [])
             + [f"--set {k}={v}" for k, v in overrides.items()]
         ),  # fmt: skip
         "date": datetime.date.today().isoformat(),
@@ -147,6 +154,44 @@ def trained_minutes(run_dir: Path) -> float:
     return load_training_checkpoint(run_dir)["progress"]["elapsed_s"] / 60
 
 
+BRANCH = "branch.json"  # in a branch's run folder: where it left its parent
+
+
+def branch(parent: str, name: str) -> None:
+    """Copy the parent's run folder to `name` unless it exists (a resumed branch),
+    with BRANCH naming the parent's minutes and agent steps at the copy. Copied
+    beside it and renamed, so an interrupted copy is never taken for a run."""
+    run_dir, source = RUNS / name, RUNS / parent
+    if run_dir.exists():
+        return
+    if not (source / "checkpoint.pt").exists():
+        raise SystemExit(f"error: {source} has no checkpoint to branch from")
+    tmp = run_dir.with_name(name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    keep = {
+        "checkpoint.pt",
+        "model.pt",
+        "config.json",
+        "log.csv",
+        "config_changes.jsonl",
+    }
+    shutil.copytree(source, tmp, ignore=lambda _, names: set(names) - keep)
+    progress = load_training_checkpoint(tmp)["progress"]
+    point = {
+        "name": parent,
+        "minutes": round(progress["elapsed_s"] / 60, 3),
+        "agent_steps": progress["agent_steps"],
+    }
+    (tmp / BRANCH).write_text(json.dumps(point) + "\n")
+    os.replace(tmp, run_dir)
+
+
+def branched_from(run_dir: Path) -> dict | None:
+    """The parent's name, minutes and agent steps where a branch began (else None)."""
+    path = run_dir / BRANCH
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def start(name, env_id, minutes, cores, overrides, preset):
     """Start the training process of one run; its output goes to <run>.out."""
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -155,11 +200,11 @@ def start(name, env_id, minutes, cores, overrides, preset):
     return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
-def finish(name, env_id, minutes, cores, overrides, preset, episodes) -> Path:
+def finish(name, env_id, minutes, cores, overrides, preset, episodes, parent) -> Path:
     """Evaluate the trained run and write its result JSON."""
     cmd = pinned(eval_command(name, env_id, episodes), cores)
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    result = summarize(name, env_id, minutes, cores, overrides, preset)
+    result = summarize(name, env_id, minutes, cores, overrides, preset, parent)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
@@ -171,6 +216,9 @@ def finish(name, env_id, minutes, cores, overrides, preset, episodes) -> Path:
 def run_all(specs: list[tuple[str, dict]], args) -> None:
     """Train every spec at once (spec i on core i when side by side), then evaluate."""
     cores = [args.core] if len(specs) == 1 else [str(i) for i in range(len(specs))]
+    for name, _ in specs:
+        if args.parent:
+            branch(args.parent, name)
     procs = [
         start(name, args.env, args.minutes, core, overrides, args.preset)
         for (name, overrides), core in zip(specs, cores)
@@ -187,7 +235,7 @@ def run_all(specs: list[tuple[str, dict]], args) -> None:
             )
     for (name, overrides), core in zip(specs, cores):
         print(finish(name, args.env, args.minutes, core, overrides, args.preset,
-                     args.episodes))  # fmt: skip
+                     args.episodes, args.parent))  # fmt: skip
 
 
 def load_results() -> list[dict]:
@@ -328,6 +376,7 @@ def main(argv=None) -> int:
         p.add_argument("--minutes", type=float, required=True)
         p.add_argument("--preset", choices=["default", "seed"], default="default")
         p.add_argument("--episodes", type=int, default=EVAL_EPISODES)
+        p.add_argument("--from", dest="parent", help="branch from this run's folder")
         if name == "run":
             p.add_argument("name")
             p.add_argument("--core", help="taskset core list, e.g. 1 or 0,1")

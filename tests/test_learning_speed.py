@@ -46,6 +46,24 @@ def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(benc
     assert (bench.RESULTS / "plot.png").stat().st_size > 1000
 
 
+def test_a_branch_copies_its_parent_and_trains_on_from_its_checkpoint(bench):
+    parent = run_tiny(bench, 0.2)
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    args = ["--minutes", "0.4", "--episodes", "1", "--from", "tiny"]
+    bench.main(["run", "branch", *args, *sets, "--set", "lr=1e-4"])
+    result = json.loads((bench.RESULTS / "branch.json").read_text())
+    start = result["branched_from"]
+    assert start["name"] == "tiny" and start["minutes"] >= 0.2
+    assert start["agent_steps"] >= parent["agent_steps"]
+    assert result["curve"][: len(parent["curve"])] == parent["curve"]
+    assert result["agent_steps"] > start["agent_steps"] and result["minutes"] >= 0.4
+    assert result["config"]["lr"] == 1e-4 and parent["config"]["lr"] != 1e-4
+    assert "--from tiny" in result["command"] and parent["branched_from"] is None
+    assert not (bench.RUNS / "branch.copying").exists()
+    with pytest.raises(SystemExit, match="no checkpoint to branch from"):
+        bench.main(["run", "orphan", *args[:-1], "missing", *sets])
+
+
 def test_the_running_mean_is_read_at_a_time_and_first_reaching_a_score(bench):
     curve = [
         {"minutes": 1.0, "agent_steps": 100, "mean_return": None},
