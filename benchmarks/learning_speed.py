@@ -11,9 +11,10 @@ feels, the score after so many minutes on their own machine:
     python benchmarks/learning_speed.py compare --env Pong-v4 --minutes 45 \\
         pong-default: pong-rollout5:rollout_len=5
     # branches of a finished run, side by side: its run folder copied, resumed with a
-    # change (its budget counts the parent's minutes: 120 + 45 here)
-    python benchmarks/learning_speed.py compare --env Pong-v4 --minutes 165 \
-        --from pong-bf16-k4-2core k4-more: k4-lr1.25e-4:lr=1.25e-4
+    # change or none (the budget counts the parent's minutes: 120 + 60 here)
+    python benchmarks/learning_speed.py compare --env Pong-v4 --minutes 180 \\
+        --from pong-bf16-k4-2core pong-bf16-k4-2core-more: \\
+        pong-bf16-k4-2core-lr1.25e-4:lr=1.25e-4
     # the results table and plot of every committed result
     python benchmarks/learning_speed.py report
 
