@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 
 from a3c_core.checkpoint import load_training_checkpoint
-from a3c_core.runs import read_log
+from a3c_core.runs import CHANGES, CHECKPOINT, CONFIG, LOG, MODEL, read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "learning_speed"
@@ -75,7 +75,7 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 def train_command(name, env_id, minutes, overrides, preset) -> list[str]:
     """The CLI command that trains (or resumes) run `name` up to `minutes`."""
     run_dir = RUNS / name
-    if (run_dir / "checkpoint.pt").exists():
+    if (run_dir / CHECKPOINT).exists():
         where = ["--resume", str(run_dir)]
     else:
         where = ["--run-dir", str(run_dir), "--preset", preset]
@@ -150,9 +150,14 @@ def summarize(name, env_id, minutes, cores, overrides, preset, parent=None) -> d
     }
 
 
+def saved_progress(run_dir: Path) -> dict:
+    """The progress in the run's checkpoint (what a resume goes on from)."""
+    return load_training_checkpoint(run_dir)["progress"]
+
+
 def trained_minutes(run_dir: Path) -> float:
-    """Training minutes in the run's checkpoint (what a resume goes on from)."""
-    return load_training_checkpoint(run_dir)["progress"]["elapsed_s"] / 60
+    """Training minutes in the run's checkpoint."""
+    return saved_progress(run_dir)["elapsed_s"] / 60
 
 
 BRANCH = "branch.json"  # in a branch's run folder: where it left its parent
@@ -165,19 +170,13 @@ def branch(parent: str, name: str) -> None:
     run_dir, source = RUNS / name, RUNS / parent
     if run_dir.exists():
         return
-    if not (source / "checkpoint.pt").exists():
+    if not (source / CHECKPOINT).exists():
         raise SystemExit(f"error: {source} has no checkpoint to branch from")
     tmp = run_dir.with_name(name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)
-    keep = {
-        "checkpoint.pt",
-        "model.pt",
-        "config.json",
-        "log.csv",
-        "config_changes.jsonl",
-    }
+    keep = {CHECKPOINT, MODEL, CONFIG, LOG, CHANGES}  # not the lock, fence, eval
     shutil.copytree(source, tmp, ignore=lambda _, names: set(names) - keep)
-    progress = load_training_checkpoint(tmp)["progress"]
+    progress = saved_progress(tmp)
     point = {
         "name": parent,
         "minutes": round(progress["elapsed_s"] / 60, 3),
@@ -217,9 +216,8 @@ def finish(name, env_id, minutes, cores, overrides, preset, episodes, parent) ->
 def run_all(specs: list[tuple[str, dict]], args) -> None:
     """Train every spec at once (spec i on core i when side by side), then evaluate."""
     cores = [args.core] if len(specs) == 1 else [str(i) for i in range(len(specs))]
-    for name, _ in specs:
-        if args.parent:
-            branch(args.parent, name)
+    for name, _ in specs if args.parent else []:
+        branch(args.parent, name)
     procs = [
         start(name, args.env, args.minutes, core, overrides, args.preset)
         for (name, overrides), core in zip(specs, cores)
