@@ -50,7 +50,12 @@ BranchMeans = namedtuple("BranchMeans", "main fork gap sigma")
 
 def columns(path) -> dict[str, np.ndarray]:
     """A run's log.csv (a folder or a CSV) as one float array per column."""
-    rows = read_log(path)
+    return as_columns(read_log(path))
+
+
+def as_columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Log rows (read_log's, or a learning_speed result's curve) as one float array
+    per column, NaN where a value is missing."""
     return {
         key: np.array([np.nan if r[key] is None else r[key] for r in rows], float)
         for key in rows[0]
