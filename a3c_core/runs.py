@@ -92,20 +92,20 @@ class Progress:
         known = {f.name for f in dataclasses.fields(cls)}
         progress = cls(**{k: v for k, v in saved.items() if k in known})
         for name, value in dataclasses.asdict(progress).items():
-            if not _plausible(name, value):
+            if not cls.plausible(name, value):
                 raise ValueError(f"progress {name} is {value!r}")
         return progress
 
-
-def _plausible(name: str, value) -> bool:
-    """Could a run have saved this `Progress` value?"""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    finite = number and math.isfinite(value)
-    if name == "mean_return":
-        return value is None or finite  # None until the first episode ends
-    if name == "elapsed_s":
-        return finite and value >= 0
-    return number and isinstance(value, int) and value >= 0  # a counter
+    @staticmethod
+    def plausible(name: str, value) -> bool:
+        """Could a run have saved this value of field `name`?"""
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        finite = number and math.isfinite(value)
+        if name == "mean_return":
+            return value is None or finite  # None until the first episode ends
+        if name == "elapsed_s":
+            return finite and value >= 0
+        return number and isinstance(value, int) and value >= 0  # a counter
 
 
 def open_log(run_dir: Path, keep_rows: int):
