@@ -54,6 +54,24 @@ class A3CConfig:
     """Agent steps over which the learning rate falls linearly from lr to 0, as in
     A2C and PPO (0: constant). Past them it stays 0."""
 
+    lr_plateau_cuts: int = 0
+    """How many times the trainer may cut the learning rate when the training score
+    stops rising (0: never). The pretrained runs were cut once, by hand, where their
+    running mean had stalled; this does it when the run gets there."""
+
+    lr_plateau_factor: float = 0.25
+    """Each cut multiplies the learning rate by this factor."""
+
+    lr_plateau_window: int = 100
+    """Finished episodes per window of the plateau test: the score has stalled when
+    the mean return of `lr_plateau_patience` windows in a row is no higher than the
+    best window mean since the start (or the last cut). Windows of means, not a
+    threshold, so it works alike for any game's scores."""
+
+    lr_plateau_patience: int = 3
+    """Windows without a new best mean before a cut. More waits longer: fewer cuts
+    during a slow rise, later cuts on a real plateau."""
+
     entropy_coef: float = 0.01
     """Weight of the entropy bonus, summed over the rollout."""
 
@@ -159,6 +177,19 @@ def _problems(cfg: A3CConfig) -> list[str]:
             0 <= cfg.lr_decay_steps <= MAX_COUNT,
             f"lr_decay_steps must be in 0..{MAX_COUNT} (0: constant lr)",
         ),
+        (0 <= cfg.lr_plateau_cuts <= 100, "lr_plateau_cuts must be in 0..100"),
+        (
+            0.0 < cfg.lr_plateau_factor < 1.0,
+            "lr_plateau_factor must be in (0, 1): a cut makes the rate smaller",
+        ),
+        (
+            1 <= cfg.lr_plateau_window <= 1_000_000,
+            "lr_plateau_window must be in 1..1000000 (episodes)",
+        ),
+        (
+            1 <= cfg.lr_plateau_patience <= 10_000,
+            "lr_plateau_patience must be in 1..10000 (windows)",
+        ),
         (0.0 <= cfg.entropy_coef <= 100.0, "entropy_coef must be in [0, 100]"),
         (0.0 <= cfg.value_coef <= 100.0, "value_coef must be in [0, 100]"),
         (cfg.max_grad_norm > 0.0, "max_grad_norm must be positive"),
@@ -205,6 +236,10 @@ SEED_PRESET = A3CConfig(
     gae_lambda=1.0,  # --tau 1.0
     lr=1e-4,
     lr_decay_steps=0,
+    lr_plateau_cuts=0,  # a constant learning rate
+    lr_plateau_factor=0.25,  # the next three do nothing without cuts
+    lr_plateau_window=100,
+    lr_plateau_patience=3,
     entropy_coef=0.01,
     value_coef=0.5,
     max_grad_norm=40.0,

@@ -424,7 +424,7 @@ class DistributedTrainer(Trainer):
         self.own_steps += mine.steps
         for r in reports:  # in rank order: the running mean sees every rank's episodes
             for score in r.scores:
-                self.progress.record_episode(score, self.cfg.return_horizon)
+                self.record_episode(score)  # alike on every rank: the same cuts
             if self.world.rank == 0:
                 self.updates.extend(r.losses)  # the log's losses are every rank's
 

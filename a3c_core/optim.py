@@ -12,6 +12,9 @@ The seed linked them once and relied on `zero_grad` to clear them; since torch 2
 `zero_grad` sets grads to None, so its local gradients accumulated forever.
 """
 
+import math
+from dataclasses import dataclass, field
+
 import torch
 
 
@@ -66,13 +69,51 @@ def pull_params(local: torch.nn.Module, shared: torch.nn.Module) -> None:
             local_p.copy_(shared_p)
 
 
-def scheduled_lr(cfg, agent_steps: int) -> float:
-    """The learning rate after `agent_steps`: cfg.lr, or falling linearly to 0 over
-    cfg.lr_decay_steps (A2C and PPO anneal it so; big early steps, small late ones).
-    """
+def scheduled_lr(cfg, agent_steps: int, cuts: int = 0) -> float:
+    """The learning rate after `agent_steps` and `cuts` plateau cuts: cfg.lr times
+    cfg.lr_plateau_factor per cut (at most cfg.lr_plateau_cuts count), and falling
+    linearly to 0 over cfg.lr_decay_steps if set (A2C and PPO anneal it so)."""
+    lr = cfg.lr * cfg.lr_plateau_factor ** min(cuts, cfg.lr_plateau_cuts)
     if cfg.lr_decay_steps == 0:
-        return cfg.lr
-    return cfg.lr * max(0.0, 1.0 - agent_steps / cfg.lr_decay_steps)
+        return lr
+    return lr * max(0.0, 1.0 - agent_steps / cfg.lr_decay_steps)
+
+
+@dataclass
+class Plateau:
+    """Tells when the training score has stopped rising, from finished episodes.
+
+    Each `window` episodes make one window mean. A mean above the best so far is
+    progress; `patience` windows in a row without one are a plateau, and the test
+    starts over (the best is forgotten: after a cut the score may rise again).
+    Means of whole windows against each other need no threshold in points, so one
+    setting serves Pong's -21..21 and SpaceInvaders' hundreds. A score flat from
+    the very start (a game not learned yet) is a plateau too: give it patience.
+
+    Book: chapter 5.
+    """
+
+    window: int
+    patience: int
+    returns: list = field(default_factory=list)  # of the window being filled
+    best: float = -math.inf
+    stale: int = 0  # windows since the best
+
+    def stalled(self, episode_return: float) -> bool:
+        """Count one episode's return; True when it completes a plateau."""
+        self.returns.append(episode_return)
+        if len(self.returns) < self.window:
+            return False
+        mean = sum(self.returns) / len(self.returns)
+        self.returns = []
+        if mean > self.best:
+            self.best, self.stale = mean, 0
+            return False
+        self.stale += 1
+        if self.stale < self.patience:
+            return False
+        self.best, self.stale = -math.inf, 0
+        return True
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

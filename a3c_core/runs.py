@@ -51,7 +51,7 @@ LOSS_PARTS = ("loss", "policy_loss", "value_loss", "entropy")
 LOG_COLUMNS = (
     ["elapsed_s", "agent_steps", "episodes", "updates", "mean_return"]
     + list(LOSS_PARTS)
-    + ["steps_per_s"]
+    + ["steps_per_s", "lr"]
 )
 COUNT_COLUMNS = ("agent_steps", "episodes", "updates")  # integers; the rest are floats
 
@@ -74,6 +74,7 @@ class Progress:
     elapsed_s: float = 0.0
     mean_return: float | None = None  # running mean of raw episode returns
     log_rows: int = 0  # rows of log.csv that belong to this checkpoint
+    lr_cuts: int = 0  # learning-rate cuts made on plateaus (A3CConfig.lr_plateau_cuts)
 
     def record_episode(self, episode_return: float, horizon: float) -> None:
         """The seed's running mean: the first episode sets it, then an EMA."""
@@ -130,9 +131,12 @@ def open_log(run_dir: Path, keep_rows: int):
         raise FileAccessError(cannot_write(path, error)) from None
 
 
-def log_row(p: Progress, updates: list, samples_per_update: int, rate: float) -> list:
+def log_row(
+    p: Progress, updates: list, samples_per_update: int, rate: float, lr: float
+) -> list:
     """One log.csv row; `updates` are the workers' reports since the last row (each
-    has the `LOSS_PARTS` as attributes), logged as means per agent step.
+    has the `LOSS_PARTS` as attributes), logged as means per agent step; `lr` is the
+    learning rate the workers use now.
 
     Book: chapter 5.
     """
@@ -150,6 +154,7 @@ def log_row(p: Progress, updates: list, samples_per_update: int, rate: float) ->
         mean_return,
         *losses,
         f"{rate:.1f}",
+        f"{lr:.4g}",
     ]
 
 
@@ -170,7 +175,8 @@ def read_log(path) -> list[dict]:
 
     `path` is a run folder or a file in log.csv's format. Counts (`agent_steps`,
     `episodes`, `updates`) are ints, the other columns floats, and an empty cell
-    (no episode finished yet, no update since the last row) is None.
+    (no episode finished yet, no update since the last row) is None, and so is a
+    column that an older log did not have yet (`lr`).
 
     Book: chapter 5.
     """
@@ -182,8 +188,8 @@ def read_log(path) -> list[dict]:
         column: int if column in COUNT_COLUMNS else float for column in LOG_COLUMNS
     }
     return [
-        {k: None if v == "" else kinds.get(k, float)(v) for k, v in row.items()}
-        for row in rows
+        {k: None if v in ("", None) else kinds.get(k, float)(v) for k, v in row.items()}
+        for row in ({**dict.fromkeys(LOG_COLUMNS), **r} for r in rows)
     ]
 
 

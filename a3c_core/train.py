@@ -33,7 +33,7 @@ from .checkpoint import (
 from .config import A3CConfig
 from .envs import num_actions
 from .network import ActorCritic
-from .optim import SharedAdam
+from .optim import Plateau, SharedAdam, scheduled_lr
 from .runs import (
     CHECKPOINT,
     FENCE,
@@ -92,7 +92,8 @@ class Trainer:
                 state, self.model, self.optimizer, self.run_dir / CHECKPOINT
             )
         p, self.ctx = self.progress, mp.get_context("spawn")
-        self.counters = SharedCounters(self.ctx, p.agent_steps, p.updates)
+        self.counters = SharedCounters(self.ctx, p.agent_steps, p.updates, p.lr_cuts)
+        self.plateau = Plateau(cfg.lr_plateau_window, cfg.lr_plateau_patience)
         self.events, self.stop = self.ctx.Queue(), self.ctx.Event()
         self.fence: UpdateFence | None = None  # made with the workers
         self.updates: list[UpdateDone] = []  # reports since the last log row
@@ -137,13 +138,26 @@ class Trainer:
     def handle(self, event) -> None:
         """Apply one worker report to the run's progress."""
         if isinstance(event, EpisodeEnd):
-            self.progress.record_episode(event.score, self.cfg.return_horizon)
+            self.record_episode(event.score)
         elif isinstance(event, UpdateDone):
             self.updates.append(event)
         elif isinstance(event, WorkerFailed):
             if event.traceback:
                 tqdm.write(event.traceback)
             self.fail(f"worker {event.rank} {event.message}")
+
+    def record_episode(self, score: float) -> None:
+        """Count a finished episode; cut the learning rate if the score has stalled
+        and cuts are left (the workers read the count before each update). A resume
+        starts the plateau test afresh and keeps the cuts made."""
+        cfg, p = self.cfg, self.progress
+        p.record_episode(score, cfg.return_horizon)
+        if p.lr_cuts < cfg.lr_plateau_cuts and self.plateau.stalled(score):
+            p.lr_cuts = self.counters.lr_cuts.value = p.lr_cuts + 1
+            lr = scheduled_lr(cfg, p.agent_steps, p.lr_cuts)
+            tqdm.write(
+                f"score stalled at {p.agent_steps} agent steps: lr cut to {lr:.3g}"
+            )
 
     def fail(self, message: str) -> None:
         """Remember the first failure and stop every worker."""
@@ -183,7 +197,8 @@ class Trainer:
         """Append a row to log.csv and print it; the rate is since the last row."""
         cfg, p = self.cfg, self.progress
         rate = (p.agent_steps - self.logged_steps) / (now - self.logged_at)
-        row = log_row(p, self.updates, cfg.rollout_len * cfg.envs_per_worker, rate)
+        lr = scheduled_lr(cfg, p.agent_steps, p.lr_cuts)
+        row = log_row(p, self.updates, cfg.rollout_len * cfg.envs_per_worker, rate, lr)
         try:
             csv.writer(log).writerow(row)
             log.flush()

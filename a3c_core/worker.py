@@ -37,15 +37,17 @@ class NonFiniteLoss(RuntimeError):
 
 
 class SharedCounters:
-    """Agent steps and updates of all workers, exact: every change holds the lock.
+    """Agent steps and updates of all workers, exact: every change holds the lock;
+    and the trainer's count of learning-rate cuts, which workers only read.
 
     Book: chapter 4 and chapter 5.
     """
 
-    def __init__(self, ctx, steps: int = 0, updates: int = 0):
+    def __init__(self, ctx, steps: int = 0, updates: int = 0, lr_cuts: int = 0):
         self.lock = ctx.Lock()
         self.steps = ctx.Value("q", steps, lock=False)
         self.updates = ctx.Value("q", updates, lock=False)
+        self.lr_cuts = ctx.Value("q", lr_cuts, lock=False)  # one writer: the trainer
 
     def add(self, steps: int, updates: int) -> int:
         """Count one update's steps; returns the new total of agent steps."""
@@ -242,7 +244,8 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop, fence
         with torch.no_grad():  # V(s_T); ignored by the loss where the game just ended
             bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
         # learn replays the memory from rollout.start_hx, a constant: truncated BPTT
-        set_lr(optimizer, scheduled_lr(cfg, counters.steps.value))
+        lr = scheduled_lr(cfg, counters.steps.value, counters.lr_cuts.value)
+        set_lr(optimizer, lr)
         terms = update(
             model, shared_model, optimizer, rollout, bootstrap, cfg, counters, fence
         )

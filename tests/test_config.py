@@ -38,6 +38,10 @@ def test_config_is_frozen():
         {"rollout_len": 0},
         {"max_grad_norm": 0.0},
         {"total_steps": 0},
+        {"lr_plateau_factor": 1.0},
+        {"lr_plateau_factor": 0.0},
+        {"lr_plateau_window": 0},
+        {"lr_plateau_patience": 0},
     ],
 )
 def test_nonsense_hyperparameters_are_rejected_with_one_line(change):
@@ -61,6 +65,7 @@ def test_seed_preset_keeps_baby_a3c_values():
     assert (SEED_PRESET.entropy_coef, SEED_PRESET.max_grad_norm) == (0.01, 40.0)
     assert SEED_PRESET.value_coef * 0.5 == 0.25  # seed: 0.5 * (0.5 * sum of squares)
     assert (SEED_PRESET.conv_dtype, SEED_PRESET.lr_decay_steps) == ("float32", 0)
+    assert SEED_PRESET.lr_plateau_cuts == 0  # a constant learning rate
 
 
 def test_seed_preset_names_every_field_that_changes_learning():

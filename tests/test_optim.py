@@ -7,6 +7,7 @@ from a3c_core.config import A3CConfig
 from a3c_core.loss import a3c_loss
 from a3c_core.network import ActorCritic
 from a3c_core.optim import (
+    Plateau,
     SharedAdam,
     hand_over_grads,
     pull_params,
@@ -148,3 +149,49 @@ def test_scheduled_lr_is_constant_by_default_and_falls_linearly_to_zero():
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
     set_lr(optimizer, 0.25)
     assert [g["lr"] for g in optimizer.param_groups] == [0.25]
+
+
+def test_each_plateau_cut_multiplies_the_lr_up_to_the_allowed_cuts():
+    cfg = A3CConfig(lr=1e-3, lr_plateau_cuts=2, lr_plateau_factor=0.5)
+    lrs = [scheduled_lr(cfg, 0, cuts) for cuts in (0, 1, 2, 3)]
+    assert lrs == pytest.approx([1e-3, 5e-4, 2.5e-4, 2.5e-4])
+    assert scheduled_lr(A3CConfig(lr=1e-3), 0, cuts=3) == 1e-3  # cuts switched off
+    decaying = A3CConfig(lr=1e-3, lr_decay_steps=1000, lr_plateau_cuts=1)
+    assert scheduled_lr(decaying, 500, cuts=1) == pytest.approx(1.25e-4)
+
+
+def feed(plateau: Plateau, window_means: list[float]) -> list[int]:
+    """Feed windows of two episodes (mean +- 1); the windows that end a plateau."""
+    ends = []
+    for i, mean in enumerate(window_means):
+        plateau.stalled(mean - 1.0)
+        if plateau.stalled(mean + 1.0):
+            ends.append(i)
+    return ends
+
+
+def test_a_rising_score_is_no_plateau_however_slowly_it_rises():
+    assert (
+        feed(Plateau(window=2, patience=2), [-21 + 0.01 * i for i in range(50)]) == []
+    )
+    assert feed(Plateau(window=2, patience=2), [300 + 50 * i for i in range(50)]) == []
+
+
+def test_patience_windows_without_a_new_best_are_a_plateau_then_the_test_restarts():
+    # best 15 at window 2; windows 3, 4 and 5 are no better: patience 3 ends at 5
+    means = [10, 14, 15, 14.5, 15, 13, 16, 17, 17, 16, 16.5, 18]
+    assert feed(Plateau(window=2, patience=3), means[:10]) == [5]
+    # after the cut the best is forgotten: 16 is progress again, and 17 at window 7
+    # is not beaten by windows 8, 9, 10: the next plateau ends at 10
+    assert feed(Plateau(window=2, patience=3), means) == [5, 10]
+    assert feed(Plateau(window=2, patience=3), [5.0] * 8) == [
+        3,
+        7,
+    ]  # flat: give patience
+
+
+def test_a_plateau_is_judged_on_window_means_not_single_episodes():
+    plateau = Plateau(window=3, patience=1)
+    assert not plateau.stalled(10.0) and not plateau.stalled(-5.0)
+    assert not plateau.stalled(1.0)  # first window: mean 2, the first best
+    assert [plateau.stalled(r) for r in (30.0, -30.0, 0.0)] == [False, False, True]

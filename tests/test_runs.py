@@ -36,10 +36,10 @@ from tests.conftest import ROOT
 def test_read_log_gives_ints_floats_and_none_for_empty_cells(tmp_path):
     updates = [UpdateDone(8.0, 4.0, 2.0, 16.0), UpdateDone(4.0, 2.0, 1.0, 8.0)]
     with open_log(tmp_path, keep_rows=0) as log:
-        log.write(",".join(map(str, log_row(Progress(), [], 40, 0.0))) + "\n")
+        log.write(",".join(map(str, log_row(Progress(), [], 40, 0.0, 5e-4))) + "\n")
         p = Progress(agent_steps=80, episodes=2, updates=2, elapsed_s=61.25)
         p.mean_return = -20.5
-        log.write(",".join(map(str, log_row(p, updates, 40, 12.34))) + "\n")
+        log.write(",".join(map(str, log_row(p, updates, 40, 12.34, 1.25e-4))) + "\n")
     first, second = read_log(tmp_path)
     assert list(first) == LOG_COLUMNS
     assert first["mean_return"] is None and first["loss"] is None
@@ -54,6 +54,7 @@ def test_read_log_gives_ints_floats_and_none_for_empty_cells(tmp_path):
         "value_loss": 0.0375,
         "entropy": 0.3,
         "steps_per_s": 12.3,
+        "lr": 1.25e-4,
     }
     assert all(type(second[k]) is int for k in ("agent_steps", "episodes", "updates"))
     assert read_log(tmp_path / "log.csv") == [first, second]  # a file works too
@@ -137,7 +138,9 @@ def test_game_dir_names_the_run_folder_of_v4_and_v5_ids():
 def test_cutting_the_log_back_never_truncates_the_only_copy(tmp_path, monkeypatch):
     with open_log(tmp_path, keep_rows=0) as log:
         for steps in (80, 160, 240):
-            log.write(",".join(map(str, log_row(Progress(steps), [], 40, 1.0))) + "\n")
+            log.write(
+                ",".join(map(str, log_row(Progress(steps), [], 40, 1.0, 5e-4))) + "\n"
+            )
     before = (tmp_path / LOG).read_bytes()
 
     def full_disk(*_):
@@ -214,3 +217,16 @@ def test_check_writable_refuses_what_cannot_be_written(tmp_path, where, expected
         check_writable(path)
     check_writable(tmp_path / "eval.json")  # a good place passes, leaving nothing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_log_from_before_the_lr_column_reads_and_resumes(tmp_path):
+    old = LOG_COLUMNS[:-1]  # log.csv as runs wrote it before the lr column
+    rows = [["60.0", "800", "1", "20", "-21.000", "", "", "", "", "13.3"]] * 2
+    (tmp_path / LOG).write_text("\n".join(",".join(r) for r in [old, *rows]) + "\n")
+    assert [r["lr"] for r in read_log(tmp_path)] == [None, None]
+    with open_log(tmp_path, keep_rows=1) as log:  # a resume of that run
+        row = log_row(Progress(1600), [], 40, 1.0, 5e-4)
+        log.write(",".join(map(str, row)) + "\n")
+    first, second = read_log(tmp_path)
+    assert (first["agent_steps"], first["lr"]) == (800, None)
+    assert (second["agent_steps"], second["lr"]) == (1600, 5e-4)

@@ -1,6 +1,7 @@
 """End-to-end training runs: short, real, with 2 worker processes."""
 
 import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -317,3 +318,24 @@ def test_train_minutes_stops_the_run_and_a_resume_goes_on_to_the_budget(tmp_path
         show_progress=False,
     )
     assert 18.0 <= second.elapsed_s < 35.0 and second.agent_steps > first.agent_steps
+
+
+def test_the_trainer_cuts_the_lr_on_a_plateau_for_the_workers_and_a_resume(tmp_path):
+    from a3c_core.checkpoint import training_state
+    from a3c_core.train import Trainer
+
+    cfg = A3CConfig(env_id="Pong-v4", lr_plateau_cuts=1, lr_plateau_window=2,
+                    lr_plateau_patience=1)  # fmt: skip
+    trainer = Trainer(cfg, tmp_path)
+    for score in (-20.0, -18.0, -19.0, -19.0):  # windows -19, -19: one stalled
+        trainer.record_episode(score)
+    assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 1
+    for score in (-21.0,) * 8:  # stalled again, but no cut is left
+        trainer.record_episode(score)
+    assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 1
+    assert trainer.progress.episodes == 12 and trainer.progress.mean_return < -19
+    state = training_state(
+        trainer.model, trainer.optimizer, cfg, dataclasses.asdict(trainer.progress)
+    )
+    resumed = Trainer(cfg, tmp_path, state)
+    assert resumed.counters.lr_cuts.value == 1  # what the workers' lr is made from
