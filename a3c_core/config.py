@@ -62,11 +62,11 @@ class A3CConfig:
     lr_plateau_factor: float = 0.25
     """Each cut multiplies the learning rate by this factor."""
 
-    lr_plateau_window: int = 100
-    """Finished episodes per window of the plateau test: the score has stalled when
-    the mean return of `lr_plateau_patience` windows in a row is no higher than the
-    best window mean since the start (or the last cut). Windows of means, not a
-    threshold, so it works alike for any game's scores."""
+    lr_plateau_window: int = 250_000
+    """Agent steps per window of the plateau test: the score has stalled when the
+    mean return of the episodes ending in each of `lr_plateau_patience` windows in a
+    row is no higher than the best window mean since the start (or the last cut).
+    Means against means, not a threshold, so it works alike for any game's scores."""
 
     lr_plateau_patience: int = 3
     """Windows without a new best mean before a cut. More waits longer: fewer cuts
@@ -183,8 +183,8 @@ def _problems(cfg: A3CConfig) -> list[str]:
             "lr_plateau_factor must be in (0, 1): a cut makes the rate smaller",
         ),
         (
-            1 <= cfg.lr_plateau_window <= 1_000_000,
-            "lr_plateau_window must be in 1..1000000 (episodes)",
+            1 <= cfg.lr_plateau_window <= MAX_COUNT,
+            f"lr_plateau_window must be in 1..{MAX_COUNT} (agent steps)",
         ),
         (
             1 <= cfg.lr_plateau_patience <= 10_000,
@@ -238,7 +238,7 @@ SEED_PRESET = A3CConfig(
     lr_decay_steps=0,
     lr_plateau_cuts=0,  # a constant learning rate
     lr_plateau_factor=0.25,  # the next three do nothing without cuts
-    lr_plateau_window=100,
+    lr_plateau_window=250_000,
     lr_plateau_patience=3,
     entropy_coef=0.01,
     value_coef=0.5,

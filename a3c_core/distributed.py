@@ -424,7 +424,8 @@ class DistributedTrainer(Trainer):
         self.own_steps += mine.steps
         for r in reports:  # in rank order: the running mean sees every rank's episodes
             for score in r.scores:
-                self.record_episode(score)  # alike on every rank: the same cuts
+                # the count after this sync: the same on every rank, so are the cuts
+                self.record_episode(score, self.counted[0])
             if self.world.rank == 0:
                 self.updates.extend(r.losses)  # the log's losses are every rank's
 

@@ -83,12 +83,14 @@ def scheduled_lr(cfg, agent_steps: int, cuts: int = 0) -> float:
 class Plateau:
     """Tells when the training score has stopped rising, from finished episodes.
 
-    Each `window` episodes make one window mean. A mean above the best so far is
-    progress; `patience` windows in a row without one are a plateau, and the test
-    starts over (the best is forgotten: after a cut the score may rise again).
-    Means of whole windows against each other need no threshold in points, so one
-    setting serves Pong's -21..21 and SpaceInvaders' hundreds. A score flat from
-    the very start (a game not learned yet) is a plateau too: give it patience.
+    The episodes that end within each `window` agent steps make one window mean. A
+    mean above the best so far is progress; `patience` windows in a row without one
+    are a plateau, and the test starts over (the best is forgotten: after a cut the
+    score may rise again). Means of whole windows against each other need no
+    threshold in points, so one setting serves Pong's -21..21 and SpaceInvaders'
+    hundreds; windows of agent steps, not of episodes, because early episodes are
+    short (Breakout's last seconds) and a slow rise must show within one window.
+    A score flat from the very start is a plateau too: give it patience.
 
     Book: chapter 5.
     """
@@ -96,16 +98,20 @@ class Plateau:
     window: int
     patience: int
     returns: list = field(default_factory=list)  # of the window being filled
+    start: int | None = None  # agent steps where that window began
     best: float = -math.inf
     stale: int = 0  # windows since the best
 
-    def stalled(self, episode_return: float) -> bool:
-        """Count one episode's return; True when it completes a plateau."""
-        self.returns.append(episode_return)
-        if len(self.returns) < self.window:
+    def stalled(self, episode_return: float, agent_steps: int) -> bool:
+        """Count an episode that ended at `agent_steps`. The first episode past a
+        window's end closes it and opens the next; True when that window is the
+        last of a plateau."""
+        self.start = agent_steps if self.start is None else self.start
+        if agent_steps - self.start < self.window:
+            self.returns.append(episode_return)
             return False
         mean = sum(self.returns) / len(self.returns)
-        self.returns = []
+        self.returns, self.start = [episode_return], agent_steps
         if mean > self.best:
             self.best, self.stale = mean, 0
             return False

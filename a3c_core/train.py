@@ -138,7 +138,7 @@ class Trainer:
     def handle(self, event) -> None:
         """Apply one worker report to the run's progress."""
         if isinstance(event, EpisodeEnd):
-            self.record_episode(event.score)
+            self.record_episode(event.score, self.counters.steps.value)
         elif isinstance(event, UpdateDone):
             self.updates.append(event)
         elif isinstance(event, WorkerFailed):
@@ -146,18 +146,16 @@ class Trainer:
                 tqdm.write(event.traceback)
             self.fail(f"worker {event.rank} {event.message}")
 
-    def record_episode(self, score: float) -> None:
-        """Count a finished episode; cut the learning rate if the score has stalled
-        and cuts are left (the workers read the count before each update). A resume
-        starts the plateau test afresh and keeps the cuts made."""
+    def record_episode(self, score: float, agent_steps: int) -> None:
+        """Count an episode that ended at `agent_steps`; cut the learning rate if the
+        score has stalled and cuts are left (the workers read the count before each
+        update). A resume starts the plateau test afresh and keeps the cuts made."""
         cfg, p = self.cfg, self.progress
         p.record_episode(score, cfg.return_horizon)
-        if p.lr_cuts < cfg.lr_plateau_cuts and self.plateau.stalled(score):
+        if p.lr_cuts < cfg.lr_plateau_cuts and self.plateau.stalled(score, agent_steps):
             p.lr_cuts = self.counters.lr_cuts.value = p.lr_cuts + 1
-            lr = scheduled_lr(cfg, p.agent_steps, p.lr_cuts)
-            tqdm.write(
-                f"score stalled at {p.agent_steps} agent steps: lr cut to {lr:.3g}"
-            )
+            lr = scheduled_lr(cfg, agent_steps, p.lr_cuts)
+            tqdm.write(f"score stalled at {agent_steps} agent steps: lr now {lr:.3g}")
 
     def fail(self, message: str) -> None:
         """Remember the first failure and stop every worker."""

@@ -97,13 +97,14 @@ def pinned(cmd: list[str], cores: str | None) -> list[str]:
 
 
 def read_curve(run_dir: Path) -> list[dict]:
-    """Every log row as {minutes, agent_steps, episodes, mean_return}."""
+    """Every log row as {minutes, agent_steps, episodes, mean_return, lr}."""
     return [
         {
             "minutes": round(row["elapsed_s"] / 60, 3),
             "agent_steps": row["agent_steps"],
             "episodes": row["episodes"],
             "mean_return": row["mean_return"],
+            "lr": row["lr"],  # None in logs from before the lr column
         }
         for row in read_log(run_dir)
     ]

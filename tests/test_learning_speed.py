@@ -27,6 +27,7 @@ def run_tiny(bench, minutes: float) -> dict:
 def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(bench):
     first = run_tiny(bench, 0.3)
     assert first["curve"] and first["agent_steps"] > 0 and first["minutes"] >= 0.3
+    assert {row["lr"] for row in first["curve"]} == {first["config"]["lr"]}
     assert first["config"]["rollout_len"] == 5 and first["eval"]["episodes"] == 1
     assert -21 <= first["eval"]["mean"] <= 21 and first["cpu"]
 

@@ -161,37 +161,38 @@ def test_each_plateau_cut_multiplies_the_lr_up_to_the_allowed_cuts():
 
 
 def feed(plateau: Plateau, window_means: list[float]) -> list[int]:
-    """Feed windows of two episodes (mean +- 1); the windows that end a plateau."""
+    """Two episodes (mean +- 1) in each window of 10 agent steps; the windows that
+    end a plateau (a window is judged when the first episode after it ends)."""
     ends = []
-    for i, mean in enumerate(window_means):
-        plateau.stalled(mean - 1.0)
-        if plateau.stalled(mean + 1.0):
-            ends.append(i)
+    for i, mean in enumerate([*window_means, 0.0]):
+        if plateau.stalled(mean - 1.0, 10 * i) and i > 0:
+            ends.append(i - 1)
+        assert not plateau.stalled(mean + 1.0, 10 * i + 5)  # inside the window
     return ends
 
 
 def test_a_rising_score_is_no_plateau_however_slowly_it_rises():
-    assert (
-        feed(Plateau(window=2, patience=2), [-21 + 0.01 * i for i in range(50)]) == []
-    )
-    assert feed(Plateau(window=2, patience=2), [300 + 50 * i for i in range(50)]) == []
+    slow = [-21 + 0.01 * i for i in range(50)]
+    assert feed(Plateau(window=10, patience=2), slow) == []
+    assert feed(Plateau(window=10, patience=2), [300 + 50 * i for i in range(50)]) == []
 
 
 def test_patience_windows_without_a_new_best_are_a_plateau_then_the_test_restarts():
     # best 15 at window 2; windows 3, 4 and 5 are no better: patience 3 ends at 5
     means = [10, 14, 15, 14.5, 15, 13, 16, 17, 17, 16, 16.5, 18]
-    assert feed(Plateau(window=2, patience=3), means[:10]) == [5]
+    assert feed(Plateau(window=10, patience=3), means[:10]) == [5]
     # after the cut the best is forgotten: 16 is progress again, and 17 at window 7
     # is not beaten by windows 8, 9, 10: the next plateau ends at 10
-    assert feed(Plateau(window=2, patience=3), means) == [5, 10]
-    assert feed(Plateau(window=2, patience=3), [5.0] * 8) == [
-        3,
-        7,
-    ]  # flat: give patience
+    assert feed(Plateau(window=10, patience=3), means) == [5, 10]
+    flat = [5.0] * 8
+    assert feed(Plateau(window=10, patience=3), flat) == [3, 7]  # give it patience
 
 
-def test_a_plateau_is_judged_on_window_means_not_single_episodes():
-    plateau = Plateau(window=3, patience=1)
-    assert not plateau.stalled(10.0) and not plateau.stalled(-5.0)
-    assert not plateau.stalled(1.0)  # first window: mean 2, the first best
-    assert [plateau.stalled(r) for r in (30.0, -30.0, 0.0)] == [False, False, True]
+def test_a_window_is_agent_steps_whatever_the_number_of_episodes_in_it():
+    plateau = Plateau(window=100, patience=1)
+    for step in range(0, 100, 2):  # 50 short episodes, mean 2
+        assert not plateau.stalled(2.0, step)
+    assert not plateau.stalled(0.0, 100)  # closes the first window: the first best
+    assert not plateau.stalled(1.0, 199)  # one long episode in the second window
+    assert plateau.stalled(9.0, 200)  # closes it: mean 0.5 after a best of 2
+    assert plateau.returns == [9.0] and plateau.start == 200  # the third window

@@ -327,11 +327,13 @@ def test_the_trainer_cuts_the_lr_on_a_plateau_for_the_workers_and_a_resume(tmp_p
     cfg = A3CConfig(env_id="Pong-v4", lr_plateau_cuts=1, lr_plateau_window=2,
                     lr_plateau_patience=1)  # fmt: skip
     trainer = Trainer(cfg, tmp_path)
-    for score in (-20.0, -18.0, -19.0, -19.0):  # windows -19, -19: one stalled
-        trainer.record_episode(score)
+    for steps, score in enumerate([-20.0, -18.0, -19.0, -19.0]):
+        trainer.record_episode(score, steps)  # windows of 2 steps: means -19, -19
+    assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 0
+    trainer.record_episode(-21.0, 4)  # closes the second window: no new best
     assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 1
-    for score in (-21.0,) * 8:  # stalled again, but no cut is left
-        trainer.record_episode(score)
+    for steps in range(5, 12):  # lower and lower, but no cut is left
+        trainer.record_episode(-21.0, steps)
     assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 1
     assert trainer.progress.episodes == 12 and trainer.progress.mean_return < -19
     state = training_state(
