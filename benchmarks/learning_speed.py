@@ -201,10 +201,23 @@ def start(name, env_id, minutes, cores, overrides, preset):
     return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
-def finish(name, env_id, minutes, cores, overrides, preset, episodes, parent) -> Path:
-    """Evaluate the trained run and write its result JSON."""
-    cmd = pinned(eval_command(name, env_id, episodes), cores)
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+def evaluate_all(names: list[str], env_id, cores: list, episodes) -> None:
+    """Evaluate the trained runs at once, each on its run's cores (eval.json)."""
+    procs = [
+        subprocess.Popen(
+            pinned(eval_command(name, env_id, episodes), core),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        for name, core in zip(names, cores)
+    ]
+    for name, proc in zip(names, procs):
+        if proc.wait() != 0:
+            raise SystemExit(f"error: evaluating {name} failed: {proc.returncode}")
+
+
+def write_result(name, env_id, minutes, cores, overrides, preset, parent) -> Path:
+    """Summarize the evaluated run into its result JSON (replaced atomically)."""
     result = summarize(name, env_id, minutes, cores, overrides, preset, parent)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -215,7 +228,8 @@ def finish(name, env_id, minutes, cores, overrides, preset, episodes, parent) ->
 
 
 def run_all(specs: list[tuple[str, dict]], args) -> None:
-    """Train every spec at once (spec i on core i when side by side), then evaluate."""
+    """Train every spec at once (spec i on core i when side by side), then evaluate
+    them at once, each on its core."""
     cores = [args.core] if len(specs) == 1 else [str(i) for i in range(len(specs))]
     for name, _ in specs if args.parent else []:
         branch(args.parent, name)
@@ -233,9 +247,10 @@ def run_all(specs: list[tuple[str, dict]], args) -> None:
                 f"{name} stopped after {trained:.1f} of {args.minutes:g} minutes: "
                 "run the same command again to resume it"
             )
+    evaluate_all([name for name, _ in specs], args.env, cores, args.episodes)
     for (name, overrides), core in zip(specs, cores):
-        print(finish(name, args.env, args.minutes, core, overrides, args.preset,
-                     args.episodes, args.parent))  # fmt: skip
+        print(write_result(name, args.env, args.minutes, core, overrides,
+                           args.preset, args.parent))  # fmt: skip
 
 
 def load_results() -> list[dict]:
