@@ -152,7 +152,8 @@ def read_fork(path: Path, main_dir: Path, main_log) -> tuple[dict, list]:
     )
     row = np.flatnonzero(main_log["agent_steps"] == log["agent_steps"][0])
     assert len(row) == 1, f"{path.name}: its first row is not in the main log"
-    assert all(main_log[k][row[0]] == log[k][0] for k in log), path.name
+    same = [np.array_equal(main_log[k][row[0]], log[k][0], equal_nan=True) for k in log]
+    assert all(same), path.name  # NaN: a column both logs lack (lr, before it)
     start, recorded = fork_point(path, log, config["log_every"])
     main_config = dataclasses.asdict(config_at(main_dir, start))
     horizon = main_config["return_horizon"]
