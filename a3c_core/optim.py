@@ -72,7 +72,10 @@ def pull_params(local: torch.nn.Module, shared: torch.nn.Module) -> None:
 def scheduled_lr(cfg, agent_steps: int, cuts: int = 0) -> float:
     """The learning rate after `agent_steps` and `cuts` plateau cuts: cfg.lr times
     cfg.lr_plateau_factor per cut (at most cfg.lr_plateau_cuts count), and falling
-    linearly to 0 over cfg.lr_decay_steps if set (A2C and PPO anneal it so)."""
+    linearly to 0 over cfg.lr_decay_steps if set (A2C and PPO anneal it so).
+
+    Book: chapter 5.
+    """
     lr = cfg.lr * cfg.lr_plateau_factor ** min(cuts, cfg.lr_plateau_cuts)
     if cfg.lr_decay_steps == 0:
         return lr
