@@ -353,6 +353,13 @@ def write_table(readme: Path, table: str) -> None:
     os.replace(tmp, readme)
 
 
+def lr_changes(curve: list[dict]) -> list[dict]:
+    """The rows whose logged learning rate differs from the row before's (a cut
+    within a run; rows without an lr, from older logs, are skipped)."""
+    rows = [p for p in curve if p.get("lr") is not None]
+    return [b for a, b in zip(rows, rows[1:]) if b["lr"] != a["lr"]]
+
+
 def figure(results: list[dict]):
     """Running mean against minutes and against agent steps, one row per game."""
     import matplotlib.pyplot as plt
@@ -365,8 +372,12 @@ def figure(results: list[dict]):
             pts = [p for p in r["curve"] if p["mean_return"] is not None]
             ys = [p["mean_return"] for p in pts]
             label = f"{r['name']} (cores: {r['cores'] or 'all'})"
-            row[0].plot([p["minutes"] for p in pts], ys, label=label)
+            line = row[0].plot([p["minutes"] for p in pts], ys, label=label)[0]
             row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, label=label)
+            for p in lr_changes(pts):  # a plateau cut: a marker on the curve
+                style = {"marker": "v", "color": line.get_color()}
+                row[0].plot(p["minutes"], p["mean_return"], **style)
+                row[1].plot(p["agent_steps"] / 1e6, p["mean_return"], **style)
         row[0].set(xlabel="training minutes", ylabel=f"{game} running mean")
         row[1].set(xlabel="agent steps (millions)")
         row[0].legend(fontsize=7)

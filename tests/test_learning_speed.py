@@ -118,3 +118,9 @@ def test_the_evaluation_gap_is_in_standard_errors_of_the_difference(bench):
     b = {"eval": {"mean": -2.0, "std": 4.0, "episodes": 4}}  # SE 2
     assert bench.eval_gap(a, b) == pytest.approx(4 / 5**0.5)
     assert bench.eval_gap(b, a) == pytest.approx(-4 / 5**0.5)
+
+
+def test_lr_changes_are_the_rows_where_the_logged_rate_moves(bench):
+    curve = [{"lr": None}, {"lr": 5e-4}, {"lr": 5e-4}, {"lr": 1.25e-4}, {"lr": 1.25e-4}]
+    assert bench.lr_changes(curve) == [curve[3]]
+    assert bench.lr_changes([{"minutes": 1.0}]) == []  # a curve from before the column
