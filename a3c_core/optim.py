@@ -13,7 +13,7 @@ The seed linked them once and relied on `zero_grad` to clear them; since torch 2
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -100,7 +100,8 @@ class Plateau:
 
     window: int
     patience: int
-    returns: list = field(default_factory=list)  # of the window being filled
+    total: float = 0.0  # sum and count of the returns in the window being filled
+    count: int = 0
     start: int | None = None  # agent steps where that window began
     best: float = -math.inf
     stale: int = 0  # windows since the best
@@ -111,10 +112,10 @@ class Plateau:
         last of a plateau."""
         self.start = agent_steps if self.start is None else self.start
         if agent_steps - self.start < self.window:
-            self.returns.append(episode_return)
+            self.total, self.count = self.total + episode_return, self.count + 1
             return False
-        mean = sum(self.returns) / len(self.returns)
-        self.returns, self.start = [episode_return], agent_steps
+        mean = self.total / self.count
+        self.total, self.count, self.start = episode_return, 1, agent_steps
         if mean > self.best:
             self.best, self.stale = mean, 0
             return False
@@ -123,6 +124,14 @@ class Plateau:
             return False
         self.best, self.stale = -math.inf, 0
         return True
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the test, so that a resume goes on with it
+        (`Plateau(window, patience, **state)`) instead of starting over."""
+        return {name: getattr(self, name) for name in PLATEAU_STATE}
+
+
+PLATEAU_STATE = ("total", "count", "start", "best", "stale")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -31,10 +31,11 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RUN_CONTROL, A3CConfig
+from .optim import PLATEAU_STATE
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -75,6 +76,7 @@ class Progress:
     mean_return: float | None = None  # running mean of raw episode returns
     log_rows: int = 0  # rows of log.csv that belong to this checkpoint
     lr_cuts: int = 0  # learning-rate cuts made on plateaus (A3CConfig.lr_plateau_cuts)
+    plateau: dict = field(default_factory=dict)  # the plateau test's Plateau.state()
 
     def record_episode(self, episode_return: float, horizon: float) -> None:
         """The seed's running mean: the first episode sets it, then an EMA."""
@@ -106,7 +108,25 @@ class Progress:
             return value is None or finite  # None until the first episode ends
         if name == "elapsed_s":
             return finite and value >= 0
+        if name == "plateau":
+            return value == {} or plausible_plateau(value)
         return number and isinstance(value, int) and value >= 0  # a counter
+
+
+def plausible_plateau(state) -> bool:
+    """Could `Plateau.state()` have returned this?"""
+    if not isinstance(state, dict) or set(state) != set(PLATEAU_STATE):
+        return False
+    total, count, start, best, stale = (state[k] for k in PLATEAU_STATE)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (count, stale)):
+        return False
+    if start is None:  # no episode yet: no window open
+        window = count == 0
+    else:  # an open window holds at least the episode that opened it
+        window = isinstance(start, int) and start >= 0 and count >= 1
+    numbers = all(isinstance(v, int | float) for v in (total, best))
+    finite = numbers and math.isfinite(total) and best < math.inf  # best: -inf at first
+    return window and finite and stale >= 0
 
 
 def open_log(run_dir: Path, keep_rows: int):

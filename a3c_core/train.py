@@ -93,7 +93,9 @@ class Trainer:
             )
         p, self.ctx = self.progress, mp.get_context("spawn")
         self.counters = SharedCounters(self.ctx, p.agent_steps, p.updates, p.lr_cuts)
-        self.plateau = Plateau(cfg.lr_plateau_window, cfg.lr_plateau_patience)
+        self.plateau = Plateau(
+            cfg.lr_plateau_window, cfg.lr_plateau_patience, **p.plateau
+        )
         self.events, self.stop = self.ctx.Queue(), self.ctx.Event()
         self.fence: UpdateFence | None = None  # made with the workers
         self.updates: list[UpdateDone] = []  # reports since the last log row
@@ -149,13 +151,16 @@ class Trainer:
     def record_episode(self, score: float, agent_steps: int) -> None:
         """Count an episode that ended at `agent_steps`; cut the learning rate if the
         score has stalled and cuts are left (the workers read the count before each
-        update). A resume starts the plateau test afresh and keeps the cuts made."""
+        update). The checkpoint keeps the plateau test, so a resume goes on with it."""
         cfg, p = self.cfg, self.progress
         p.record_episode(score, cfg.return_horizon)
-        if p.lr_cuts < cfg.lr_plateau_cuts and self.plateau.stalled(score, agent_steps):
+        if p.lr_cuts >= cfg.lr_plateau_cuts:
+            return
+        if self.plateau.stalled(score, agent_steps):
             p.lr_cuts = self.counters.lr_cuts.value = p.lr_cuts + 1
             lr = scheduled_lr(cfg, agent_steps, p.lr_cuts)
             tqdm.write(f"score stalled at {agent_steps} agent steps: lr now {lr:.3g}")
+        p.plateau = self.plateau.state()
 
     def fail(self, message: str) -> None:
         """Remember the first failure and stop every worker."""

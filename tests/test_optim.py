@@ -195,4 +195,20 @@ def test_a_window_is_agent_steps_whatever_the_number_of_episodes_in_it():
     assert not plateau.stalled(0.0, 100)  # closes the first window: the first best
     assert not plateau.stalled(1.0, 199)  # one long episode in the second window
     assert plateau.stalled(9.0, 200)  # closes it: mean 0.5 after a best of 2
-    assert plateau.returns == [9.0] and plateau.start == 200  # the third window
+    assert (plateau.total, plateau.count, plateau.start) == (9.0, 1, 200)  # window 3
+
+
+def test_a_plateau_rebuilt_from_its_state_goes_on_as_if_never_stopped():
+    means = [10, 14, 15, 14.5, 15, 13, 16, 17, 17, 16, 16.5, 18]
+    episodes = [
+        (m + d, 10 * i + 5 * (d > 0)) for i, m in enumerate(means) for d in (-1, 1)
+    ]
+    whole = Plateau(window=10, patience=3)
+    expected = [whole.stalled(*episode) for episode in episodes]
+    assert sum(expected) == 2
+    for stop in range(len(episodes)):  # saved after any episode, then rebuilt
+        first = Plateau(window=10, patience=3)
+        before = [first.stalled(*episode) for episode in episodes[:stop]]
+        resumed = Plateau(10, 3, **first.state())
+        after = [resumed.stalled(*episode) for episode in episodes[stop:]]
+        assert before + after == expected and resumed.state() == whole.state()

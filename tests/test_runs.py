@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from a3c_core.config import A3CConfig
+from a3c_core.optim import Plateau
 from a3c_core.runs import (
     CONFIG,
     LOCK,
@@ -117,6 +118,18 @@ def test_progress_from_a_checkpoint_skips_keys_it_does_not_know():
         ("elapsed_s", math.inf),
         ("mean_return", math.nan),
         ("mean_return", "-20"),
+        ("plateau", None),
+        ("plateau", {"total": 1.0}),  # Plateau.state() has every key
+        ("plateau", {"total": 0.0, "count": 0, "start": 5, "best": 1.0, "stale": 0}),
+        (
+            "plateau",
+            {"total": 1.0, "count": 1, "start": 5, "best": math.nan, "stale": 0},
+        ),
+        ("plateau", {"total": 1.0, "count": 1, "start": 5, "best": 1.0, "stale": -1}),
+        (
+            "plateau",
+            {"total": math.inf, "count": 1, "start": 0, "best": 1.0, "stale": 0},
+        ),
     ],
 )
 def test_progress_from_a_checkpoint_refuses_values_no_run_saves(key, value):
@@ -125,7 +138,11 @@ def test_progress_from_a_checkpoint_refuses_values_no_run_saves(key, value):
 
 
 def test_progress_from_a_checkpoint_keeps_what_runs_save():
-    for saved in [Progress(), Progress(3, 1, 2, 0.25, -20.5, 4)]:
+    opened = Plateau(10, 3)
+    opened.stalled(-20.0, 3)  # best still -inf: no window closed yet
+    plateaus = [{}, Plateau(10, 3).state(), opened.state()]
+    saves = [Progress(3, 1, 2, 0.25, -20.5, 4, 1, plateau) for plateau in plateaus]
+    for saved in [Progress(), *saves]:
         assert Progress.from_dict(dataclasses.asdict(saved)) == saved
 
 

@@ -341,3 +341,23 @@ def test_the_trainer_cuts_the_lr_on_a_plateau_for_the_workers_and_a_resume(tmp_p
     )
     resumed = Trainer(cfg, tmp_path, state)
     assert resumed.counters.lr_cuts.value == 1  # what the workers' lr is made from
+    assert resumed.plateau == trainer.plateau  # the test goes on where it was
+
+
+def test_a_resumed_trainer_goes_on_with_the_plateau_test_it_saved(tmp_path):
+    from a3c_core.checkpoint import training_state
+    from a3c_core.train import Trainer
+
+    cfg = A3CConfig(env_id="Pong-v4", lr_plateau_cuts=1, lr_plateau_window=2,
+                    lr_plateau_patience=1)  # fmt: skip
+    trainer = Trainer(cfg, tmp_path)
+    for steps, score in enumerate([-20.0, -18.0, -19.0]):
+        trainer.record_episode(score, steps)  # the first window closed: best -19
+    state = training_state(
+        trainer.model, trainer.optimizer, cfg, dataclasses.asdict(trainer.progress)
+    )
+    resumed = Trainer(cfg, tmp_path, state)
+    assert resumed.plateau == trainer.plateau and resumed.plateau.best == -19.0
+    resumed.record_episode(-19.0, 3)
+    resumed.record_episode(-21.0, 4)  # closes window 2 (mean -19): no new best
+    assert resumed.progress.lr_cuts == 1  # as the run without the resume would
