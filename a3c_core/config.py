@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 
-CONV_DTYPES = ("float32", "bfloat16")
+CONV_DTYPES = ("auto", "float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -86,8 +86,10 @@ class A3CConfig:
     """Size of the GRU memory."""
 
     conv_dtype: str = "float32"
-    """Precision of the convolutions while training: float32, or bfloat16 (about
-    twice as fast on CPUs with AVX512_BF16 or AMX; the weights stay float32)."""
+    """Precision of the convolutions while training: float32, bfloat16 (about twice
+    as fast on CPUs with AVX512_BF16 or AMX, slower elsewhere; the weights stay
+    float32; Pong learned alike per agent step), or auto: bfloat16 where the CPU
+    has it natively, float32 elsewhere."""
 
     total_steps: int = 40_000_000
     """Agent steps (env.step calls, all workers) after which training stops."""

@@ -103,6 +103,20 @@ def gru_cell(gi, hx, weight_hh, bias_hh):
     return n + z * (hx - n)
 
 
+def native_bfloat16() -> bool:
+    """Does this CPU compute bfloat16 natively (AVX512_BF16 or AMX)? Elsewhere
+    bfloat16 convolutions are emulated, slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def conv_precision(name: str) -> torch.dtype:
+    """The dtype of A3CConfig.conv_dtype: "auto" is bfloat16 where it is native."""
+    if name == "auto":
+        return torch.bfloat16 if native_bfloat16() else torch.float32
+    return getattr(torch, name)
+
+
 class ActorCritic(nn.Module):
     """baby-a3c's network: 4 conv + ELU, GRUCell(800, hidden), critic and actor heads.
 

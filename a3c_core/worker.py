@@ -27,7 +27,7 @@ import torch
 
 from .envs import AtariBatch
 from .loss import LossTerms, a3c_loss
-from .network import ActorCritic
+from .network import ActorCritic, conv_precision
 from .optim import hand_over_grads, pull_params, scheduled_lr, set_lr
 from .policy import choose_actions
 
@@ -227,7 +227,7 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop, fence
     K = cfg.envs_per_worker
     env_seed = cfg.seed + 10_000 * rank + counters.steps.value  # new games on resume
     envs = AtariBatch(cfg.env_id, K, env_seed, cfg.max_episode_steps, cfg.reward_clip)
-    conv_dtype = getattr(torch, cfg.conv_dtype)  # bfloat16: faster convolutions
+    conv_dtype = conv_precision(cfg.conv_dtype)  # bfloat16: faster convolutions
     model = ActorCritic(
         shared_model.actor_linear.out_features, cfg.hidden_size, conv_dtype
     )

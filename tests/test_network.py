@@ -149,3 +149,16 @@ def test_bfloat16_convolutions_give_float32_features_and_gradients_close_to_fp32
         assert grad.dtype == torch.float32
         error = (grad - want).norm() / want.norm()
         assert error < 0.05, error
+
+
+def test_conv_precision_auto_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    from a3c_core.network import conv_precision
+
+    assert conv_precision("float32") == torch.float32
+    assert conv_precision("bfloat16") == torch.bfloat16
+    for native, dtype in [(True, torch.bfloat16), (False, torch.float32)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert conv_precision("auto") == dtype
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # another torch
+    assert conv_precision("auto") == torch.float32
