@@ -360,6 +360,9 @@ def lr_changes(curve: list[dict]) -> list[dict]:
     return [b for a, b in zip(rows, rows[1:]) if b["lr"] != a["lr"]]
 
 
+LINE_STYLES = ("-", "--", ":")
+
+
 def figure(results: list[dict]):
     """Running mean against minutes and against agent steps, one row per game."""
     import matplotlib.pyplot as plt
@@ -368,12 +371,16 @@ def figure(results: list[dict]):
     fig, axes = plt.subplots(len(games), 2, figsize=(11, 3.6 * len(games)),
                              squeeze=False)  # fmt: skip
     for row, game in zip(axes, games):
-        for r in (r for r in results if r["env_id"] == game):
+        runs = [r for r in results if r["env_id"] == game]
+        for i, r in enumerate(runs):
             pts = [p for p in r["curve"] if p["mean_return"] is not None]
             ys = [p["mean_return"] for p in pts]
             label = f"{r['name']} (cores: {r['cores'] or 'all'})"
-            line = row[0].plot([p["minutes"] for p in pts], ys, label=label)[0]
-            row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, label=label)
+            # ten colors, then the same ten dashed, then dotted: no two runs alike
+            style = {"label": label, "linestyle": LINE_STYLES[i // 10 % 3]}
+            line = row[0].plot([p["minutes"] for p in pts], ys, **style)[0]
+            style["color"] = line.get_color()
+            row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, **style)
             for p in lr_changes(pts):  # a plateau cut: a marker on the curve
                 style = {"marker": "v", "color": line.get_color()}
                 row[0].plot(p["minutes"], p["mean_return"], **style)

@@ -124,3 +124,15 @@ def test_lr_changes_are_the_rows_where_the_logged_rate_moves(bench):
     curve = [{"lr": None}, {"lr": 5e-4}, {"lr": 5e-4}, {"lr": 1.25e-4}, {"lr": 1.25e-4}]
     assert bench.lr_changes(curve) == [curve[3]]
     assert bench.lr_changes([{"minutes": 1.0}]) == []  # a curve from before the column
+
+
+def test_no_two_runs_of_a_game_share_a_color_and_line_style(bench):
+    curve = [{"minutes": m, "agent_steps": m * 100, "mean_return": -m} for m in (1, 2)]
+    results = [
+        {"name": f"r{i}", "env_id": "Pong-v4", "cores": "0", "curve": curve}
+        for i in range(25)
+    ]
+    axes = bench.figure(results).axes
+    for ax in axes:
+        looks = {(line.get_color(), line.get_linestyle()) for line in ax.get_lines()}
+        assert len(looks) == 25
