@@ -65,8 +65,10 @@ class A3CConfig:
     lr_plateau_window: int = 250_000
     """Agent steps per window of the plateau test: the score has stalled when the
     mean return of the episodes ending in each of `lr_plateau_patience` windows in a
-    row is no higher than the best window mean since the start (or the last cut).
-    Means against means, not a threshold, so it works alike for any game's scores."""
+    row is no higher than the best window mean since the start (or the last cut),
+    once that best is a standard deviation above the first window's mean (a flat
+    start is not a stall). Means against means, not a threshold in points, so it
+    works alike for any game's scores."""
 
     lr_plateau_patience: int = 3
     """Windows without a new best mean before a cut. More waits longer: fewer cuts

@@ -93,16 +93,20 @@ class Plateau:
     threshold in points, so one setting serves Pong's -21..21 and SpaceInvaders'
     hundreds; windows of agent steps, not of episodes, because early episodes are
     short (Breakout's last seconds) and a slow rise must show within one window.
-    A score flat from the very start is a plateau too: give it patience.
+    Only a run that has learned can stall: until the best window mean is more than
+    one standard deviation of the first window's returns above that window's mean,
+    nothing is a plateau (SpaceInvaders stays flat for its first ~2.5M agent steps).
 
     Book: chapter 5.
     """
 
     window: int
     patience: int
-    total: float = 0.0  # sum and count of the returns in the window being filled
+    total: float = 0.0  # sum, sum of squares and count of the returns in the
+    squares: float = 0.0  # window being filled
     count: int = 0
     start: int | None = None  # agent steps where that window began
+    floor: float | None = None  # first window's mean + std: the best must pass it
     best: float = -math.inf
     stale: int = 0  # windows since the best
 
@@ -111,13 +115,29 @@ class Plateau:
         window's end closes it and opens the next; True when that window is the
         last of a plateau."""
         self.start = agent_steps if self.start is None else self.start
-        if agent_steps - self.start < self.window:
-            self.total, self.count = self.total + episode_return, self.count + 1
-            return False
+        closed = agent_steps - self.start >= self.window
+        mean = self.close(agent_steps) if closed else 0.0
+        self.total += episode_return
+        self.squares += episode_return**2
+        self.count += 1
+        return closed and self.judge(mean)
+
+    def close(self, agent_steps: int) -> float:
+        """The mean of the window ending here (the first one sets `floor`); the
+        next window opens at `agent_steps`."""
         mean = self.total / self.count
-        self.total, self.count, self.start = episode_return, 1, agent_steps
+        if self.floor is None:
+            spread = math.sqrt(max(0.0, self.squares / self.count - mean**2))
+            self.floor = mean + spread
+        self.total, self.squares, self.count, self.start = 0.0, 0.0, 0, agent_steps
+        return mean
+
+    def judge(self, mean: float) -> bool:
+        """Is the window just closed, with this mean, the last of a plateau?"""
         if mean > self.best:
             self.best, self.stale = mean, 0
+            return False
+        if self.best <= self.floor:  # not above where it started: not learning yet
             return False
         self.stale += 1
         if self.stale < self.patience:
@@ -131,7 +151,7 @@ class Plateau:
         return {name: getattr(self, name) for name in PLATEAU_STATE}
 
 
-PLATEAU_STATE = ("total", "count", "start", "best", "stale")
+PLATEAU_STATE = ("total", "squares", "count", "start", "floor", "best", "stale")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

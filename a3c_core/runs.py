@@ -117,16 +117,21 @@ def plausible_plateau(state) -> bool:
     """Could `Plateau.state()` have returned this?"""
     if not isinstance(state, dict) or set(state) != set(PLATEAU_STATE):
         return False
-    total, count, start, best, stale = (state[k] for k in PLATEAU_STATE)
+    total, squares, count, start, floor, best, stale = (state[k] for k in PLATEAU_STATE)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (count, stale)):
         return False
-    if start is None:  # no episode yet: no window open
-        window = count == 0
+    if start is None:  # no episode yet: no window opened, none closed
+        window = count == 0 and floor is None
     else:  # an open window holds at least the episode that opened it
         window = isinstance(start, int) and start >= 0 and count >= 1
-    numbers = all(isinstance(v, int | float) for v in (total, best))
-    finite = numbers and math.isfinite(total) and best < math.inf  # best: -inf at first
-    return window and finite and stale >= 0
+    sums = all(
+        isinstance(v, int | float) and math.isfinite(v) for v in (total, squares)
+    )
+    floor_ok = floor is None or (
+        isinstance(floor, int | float) and math.isfinite(floor)
+    )
+    best_ok = isinstance(best, int | float) and best < math.inf  # -inf at first
+    return window and sums and squares >= 0 and floor_ok and best_ok and stale >= 0
 
 
 def open_log(run_dir: Path, keep_rows: int):

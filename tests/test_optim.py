@@ -185,17 +185,27 @@ def test_patience_windows_without_a_new_best_are_a_plateau_then_the_test_restart
     # is not beaten by windows 8, 9, 10: the next plateau ends at 10
     assert feed(Plateau(window=10, patience=3), means) == [5, 10]
     flat = [5.0] * 8
-    assert feed(Plateau(window=10, patience=3), flat) == [3, 7]  # give it patience
+    assert feed(Plateau(window=10, patience=3), flat) == []  # it never learned
+
+
+def test_no_plateau_before_the_score_rises_a_std_above_the_first_window():
+    # first window: -1 and +1 (mean 0, std 1); 0.9 is not yet learning, 1.5 is
+    plateau = Plateau(window=10, patience=2)
+    assert feed(plateau, [0, 0.9, 0.5, 0.8, 0.2, 0.9, 0.1]) == []
+    assert feed(Plateau(window=10, patience=2), [0, 0.9, 0.5, 1.5, 1.2, 1.4]) == [5]
 
 
 def test_a_window_is_agent_steps_whatever_the_number_of_episodes_in_it():
     plateau = Plateau(window=100, patience=1)
-    for step in range(0, 100, 2):  # 50 short episodes, mean 2
+    for step in range(0, 100, 2):  # 50 short episodes, mean 0: the floor
+        assert not plateau.stalled(0.0, step)
+    assert not plateau.stalled(2.0, 100)  # closes the first window, opens the next
+    for step in range(102, 200, 2):  # 50 more, mean 2: the best
         assert not plateau.stalled(2.0, step)
-    assert not plateau.stalled(0.0, 100)  # closes the first window: the first best
-    assert not plateau.stalled(1.0, 199)  # one long episode in the second window
-    assert plateau.stalled(9.0, 200)  # closes it: mean 0.5 after a best of 2
-    assert (plateau.total, plateau.count, plateau.start) == (9.0, 1, 200)  # window 3
+    assert not plateau.stalled(0.0, 200)  # closes window 2: a new best, 2
+    assert not plateau.stalled(1.0, 299)  # one long episode in the third window
+    assert plateau.stalled(9.0, 300)  # closes it: mean 0.5 after a best of 2
+    assert (plateau.total, plateau.count, plateau.start) == (9.0, 1, 300)  # window 4
 
 
 def test_a_plateau_rebuilt_from_its_state_goes_on_as_if_never_stopped():

@@ -106,6 +106,14 @@ def test_progress_from_a_checkpoint_skips_keys_it_does_not_know():
     )
 
 
+def plateau_state(**changes) -> dict:
+    """A state Plateau.state() could return (a window closed, one open), changed."""
+    plateau = Plateau(window=10, patience=3)
+    for steps, score in enumerate([-21.0, -20.0, -19.0]):
+        plateau.stalled(score, 10 * steps)
+    return {**plateau.state(), **changes}
+
+
 @pytest.mark.parametrize(
     "key,value",
     [
@@ -120,16 +128,13 @@ def test_progress_from_a_checkpoint_skips_keys_it_does_not_know():
         ("mean_return", "-20"),
         ("plateau", None),
         ("plateau", {"total": 1.0}),  # Plateau.state() has every key
-        ("plateau", {"total": 0.0, "count": 0, "start": 5, "best": 1.0, "stale": 0}),
-        (
-            "plateau",
-            {"total": 1.0, "count": 1, "start": 5, "best": math.nan, "stale": 0},
-        ),
-        ("plateau", {"total": 1.0, "count": 1, "start": 5, "best": 1.0, "stale": -1}),
-        (
-            "plateau",
-            {"total": math.inf, "count": 1, "start": 0, "best": 1.0, "stale": 0},
-        ),
+        ("plateau", plateau_state(count=0)),  # an open window without an episode
+        ("plateau", plateau_state(best=math.nan)),
+        ("plateau", plateau_state(stale=-1)),
+        ("plateau", plateau_state(total=math.inf)),
+        ("plateau", plateau_state(squares=-1.0)),
+        ("plateau", plateau_state(floor=math.nan)),
+        ("plateau", plateau_state(start=None)),  # no window opened, yet one closed
     ],
 )
 def test_progress_from_a_checkpoint_refuses_values_no_run_saves(key, value):
@@ -140,7 +145,7 @@ def test_progress_from_a_checkpoint_refuses_values_no_run_saves(key, value):
 def test_progress_from_a_checkpoint_keeps_what_runs_save():
     opened = Plateau(10, 3)
     opened.stalled(-20.0, 3)  # best still -inf: no window closed yet
-    plateaus = [{}, Plateau(10, 3).state(), opened.state()]
+    plateaus = [{}, Plateau(10, 3).state(), opened.state(), plateau_state()]
     saves = [Progress(3, 1, 2, 0.25, -20.5, 4, 1, plateau) for plateau in plateaus]
     for saved in [Progress(), *saves]:
         assert Progress.from_dict(dataclasses.asdict(saved)) == saved

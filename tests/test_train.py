@@ -327,15 +327,15 @@ def test_the_trainer_cuts_the_lr_on_a_plateau_for_the_workers_and_a_resume(tmp_p
     cfg = A3CConfig(env_id="Pong-v4", lr_plateau_cuts=1, lr_plateau_window=2,
                     lr_plateau_patience=1)  # fmt: skip
     trainer = Trainer(cfg, tmp_path)
-    for steps, score in enumerate([-20.0, -18.0, -19.0, -19.0]):
-        trainer.record_episode(score, steps)  # windows of 2 steps: means -19, -19
+    for steps, score in enumerate([-21.0, -21.0, -19.0, -19.0, -20.0, -20.0]):
+        trainer.record_episode(score, steps)  # windows of 2 steps: -21, -19, ...
     assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 0
-    trainer.record_episode(-21.0, 4)  # closes the second window: no new best
+    trainer.record_episode(-21.0, 6)  # closes the third window (-20): no new best
     assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 1
-    for steps in range(5, 12):  # lower and lower, but no cut is left
+    for steps in range(7, 12):  # lower and lower, but no cut is left
         trainer.record_episode(-21.0, steps)
     assert trainer.progress.lr_cuts == trainer.counters.lr_cuts.value == 1
-    assert trainer.progress.episodes == 12 and trainer.progress.mean_return < -19
+    assert trainer.progress.episodes == 12 and trainer.progress.mean_return < -20
     state = training_state(
         trainer.model, trainer.optimizer, cfg, dataclasses.asdict(trainer.progress)
     )
@@ -351,13 +351,13 @@ def test_a_resumed_trainer_goes_on_with_the_plateau_test_it_saved(tmp_path):
     cfg = A3CConfig(env_id="Pong-v4", lr_plateau_cuts=1, lr_plateau_window=2,
                     lr_plateau_patience=1)  # fmt: skip
     trainer = Trainer(cfg, tmp_path)
-    for steps, score in enumerate([-20.0, -18.0, -19.0]):
-        trainer.record_episode(score, steps)  # the first window closed: best -19
+    for steps, score in enumerate([-21.0, -21.0, -19.0, -19.0, -20.0]):
+        trainer.record_episode(score, steps)  # windows of 2 steps: -21, -19: best
     state = training_state(
         trainer.model, trainer.optimizer, cfg, dataclasses.asdict(trainer.progress)
     )
     resumed = Trainer(cfg, tmp_path, state)
     assert resumed.plateau == trainer.plateau and resumed.plateau.best == -19.0
-    resumed.record_episode(-19.0, 3)
-    resumed.record_episode(-21.0, 4)  # closes window 2 (mean -19): no new best
+    resumed.record_episode(-20.0, 5)
+    resumed.record_episode(-21.0, 6)  # closes window 3 (mean -20): no new best
     assert resumed.progress.lr_cuts == 1  # as the run without the resume would
