@@ -154,6 +154,27 @@ class Plateau:
 PLATEAU_STATE = ("total", "squares", "count", "start", "floor", "best", "stale")
 
 
+def plausible_plateau(state) -> bool:
+    """Could `Plateau.state()` have returned this?"""
+    if not isinstance(state, dict) or set(state) != set(PLATEAU_STATE):
+        return False
+    total, squares, count, start, floor, best, stale = (state[k] for k in PLATEAU_STATE)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (count, stale)):
+        return False
+    if start is None:  # no episode yet: no window opened, none closed
+        window = count == 0 and floor is None
+    else:  # an open window holds at least the episode that opened it
+        window = isinstance(start, int) and start >= 0 and count >= 1
+    sums = all(
+        isinstance(v, int | float) and math.isfinite(v) for v in (total, squares)
+    )
+    floor_ok = floor is None or (
+        isinstance(floor, int | float) and math.isfinite(floor)
+    )
+    best_ok = isinstance(best, int | float) and best < math.inf  # -inf at first
+    return window and sums and squares >= 0 and floor_ok and best_ok and stale >= 0
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group (this process's copy)."""
     for group in optimizer.param_groups:

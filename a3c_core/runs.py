@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RUN_CONTROL, A3CConfig
-from .optim import PLATEAU_STATE
+from .optim import plausible_plateau
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -111,27 +111,6 @@ class Progress:
         if name == "plateau":
             return value == {} or plausible_plateau(value)
         return number and isinstance(value, int) and value >= 0  # a counter
-
-
-def plausible_plateau(state) -> bool:
-    """Could `Plateau.state()` have returned this?"""
-    if not isinstance(state, dict) or set(state) != set(PLATEAU_STATE):
-        return False
-    total, squares, count, start, floor, best, stale = (state[k] for k in PLATEAU_STATE)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (count, stale)):
-        return False
-    if start is None:  # no episode yet: no window opened, none closed
-        window = count == 0 and floor is None
-    else:  # an open window holds at least the episode that opened it
-        window = isinstance(start, int) and start >= 0 and count >= 1
-    sums = all(
-        isinstance(v, int | float) and math.isfinite(v) for v in (total, squares)
-    )
-    floor_ok = floor is None or (
-        isinstance(floor, int | float) and math.isfinite(floor)
-    )
-    best_ok = isinstance(best, int | float) and best < math.inf  # -inf at first
-    return window and sums and squares >= 0 and floor_ok and best_ok and stale >= 0
 
 
 def open_log(run_dir: Path, keep_rows: int):

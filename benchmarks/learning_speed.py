@@ -381,10 +381,10 @@ def figure(results: list[dict]):
             line = row[0].plot([p["minutes"] for p in pts], ys, **style)[0]
             style["color"] = line.get_color()
             row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, **style)
+            cut = {"marker": "v", "color": style["color"]}
             for p in lr_changes(pts):  # a plateau cut: a marker on the curve
-                style = {"marker": "v", "color": line.get_color()}
-                row[0].plot(p["minutes"], p["mean_return"], **style)
-                row[1].plot(p["agent_steps"] / 1e6, p["mean_return"], **style)
+                row[0].plot(p["minutes"], p["mean_return"], **cut)
+                row[1].plot(p["agent_steps"] / 1e6, p["mean_return"], **cut)
         row[0].set(xlabel="training minutes", ylabel=f"{game} running mean")
         row[1].set(xlabel="agent steps (millions)")
         row[0].legend(fontsize=7)
