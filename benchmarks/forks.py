@@ -235,6 +235,16 @@ def window_mean(log, start, end):
     return (n * own).sum() / n.sum(), math.sqrt(((n * scale) ** 2).sum()) / n.sum()
 
 
+def span_means(curve: list[dict], spans) -> list[float]:
+    """window_mean over each (start, end) span of minutes of a learning_speed result's
+    curve: the mean return of all training episodes that ended in it."""
+    log = as_columns([row for row in curve if row["mean_return"] is not None])
+    edges = {
+        m: np.interp(m, log["minutes"], log["agent_steps"]) for m in sum(spans, ())
+    }
+    return [window_mean(log, edges[a], edges[b])[0] for a, b in spans]
+
+
 def stretch_means(log, last, count, width=STRETCH):
     """window_mean over `count` stretches of `width` agent steps ending at `last`."""
     ends = last - width * np.arange(count - 1, -1, -1)

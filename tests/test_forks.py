@@ -35,6 +35,18 @@ def test_own_mean_recovers_the_weighted_mean_of_the_new_episodes():
     assert math.isclose(got, expected, rel_tol=1e-9)
 
 
+def test_span_means_are_the_episode_means_between_two_times_of_a_curve():
+    returns = [-20.0] * 60 + [10.0] * 60  # two episodes per row, one row per minute
+    log = running_log(returns, per_row=2)
+    curve = [
+        {"minutes": s / 1000, "agent_steps": s, "episodes": e, "mean_return": m}
+        for s, e, m in zip(log["agent_steps"], log["episodes"], log["mean_return"])
+    ]
+    curve.insert(0, {**curve[0], "mean_return": None})  # a row before any episode
+    spans = ((0, 30), (30, 60), (15, 45))
+    assert forks.span_means(curve, spans) == pytest.approx([-20, 10, -5])
+
+
 def test_own_stderr_of_one_episode_is_one_and_shrinks_like_one_over_root_n():
     assert forks.own_stderr(1) == 1
     assert math.isclose(forks.own_stderr(20), 1 / math.sqrt(20), rel_tol=0.1)
