@@ -97,7 +97,8 @@ def pinned(cmd: list[str], cores: str | None) -> list[str]:
 
 
 def read_curve(run_dir: Path) -> list[dict]:
-    """Every log row as {minutes, agent_steps, episodes, mean_return, lr}."""
+    """Every log row as {minutes, agent_steps, episodes, mean_return, lr, entropy}
+    (entropy: the policy's mean entropy per step in nats, how sharp it has become)."""
     return [
         {
             "minutes": round(row["elapsed_s"] / 60, 3),
@@ -105,6 +106,7 @@ def read_curve(run_dir: Path) -> list[dict]:
             "episodes": row["episodes"],
             "mean_return": row["mean_return"],
             "lr": row["lr"],  # None in logs from before the lr column
+            "entropy": row["entropy"],
         }
         for row in read_log(run_dir)
     ]

@@ -2,6 +2,7 @@
 larger one, evaluate, summarise, tabulate and plot (its numbers are not tested)."""
 
 import json
+import math
 
 import pytest
 
@@ -28,6 +29,8 @@ def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(benc
     first = run_tiny(bench, 0.3)
     assert first["curve"] and first["agent_steps"] > 0 and first["minutes"] >= 0.3
     assert {row["lr"] for row in first["curve"]} == {first["config"]["lr"]}
+    entropies = [row["entropy"] for row in first["curve"] if row["entropy"] is not None]
+    assert entropies and all(0 < e <= math.log(6) for e in entropies)  # Pong: 6 actions
     assert first["config"]["rollout_len"] == 5 and first["eval"]["episodes"] == 1
     assert -21 <= first["eval"]["mean"] <= 21 and first["cpu"]
 
