@@ -77,6 +77,12 @@ class A3CConfig:
     entropy_coef: float = 0.01
     """Weight of the entropy bonus, summed over the rollout."""
 
+    entropy_plateau_factor: float = 1.0
+    """Each plateau cut (`lr_plateau_cuts`) also multiplies the entropy bonus by
+    this factor (1: the bonus stays). The bonus keeps a young policy exploring; at
+    the top it keeps a good policy from getting sharp (Pong's entropy stayed near
+    1.46 nats through a stall at 15-16)."""
+
     value_coef: float = 0.5
     """Weight of the value loss 0.5 * sum((returns - values)^2): 0.25 in all, as the
     seed."""
@@ -195,6 +201,10 @@ def _problems(cfg: A3CConfig) -> list[str]:
             "lr_plateau_patience must be in 1..10000 (windows)",
         ),
         (0.0 <= cfg.entropy_coef <= 100.0, "entropy_coef must be in [0, 100]"),
+        (
+            0.0 <= cfg.entropy_plateau_factor <= 1.0,
+            "entropy_plateau_factor must be in [0, 1] (1: cuts keep the bonus)",
+        ),
         (0.0 <= cfg.value_coef <= 100.0, "value_coef must be in [0, 100]"),
         (cfg.max_grad_norm > 0.0, "max_grad_norm must be positive"),
         (1 <= cfg.hidden_size <= 65_536, "hidden_size must be in 1..65536"),
@@ -245,6 +255,7 @@ SEED_PRESET = A3CConfig(
     lr_plateau_window=250_000,
     lr_plateau_patience=3,
     entropy_coef=0.01,
+    entropy_plateau_factor=1.0,
     value_coef=0.5,
     max_grad_norm=40.0,
     hidden_size=256,

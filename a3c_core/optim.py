@@ -12,6 +12,7 @@ The seed linked them once and relied on `zero_grad` to clear them; since torch 2
 `zero_grad` sets grads to None, so its local gradients accumulated forever.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -80,6 +81,20 @@ def scheduled_lr(cfg, agent_steps: int, cuts: int = 0) -> float:
     if cfg.lr_decay_steps == 0:
         return lr
     return lr * max(0.0, 1.0 - agent_steps / cfg.lr_decay_steps)
+
+
+def scheduled_bonus(cfg, cuts: int = 0):
+    """`cfg` with its entropy bonus after `cuts` plateau cuts: cfg.entropy_coef
+    times cfg.entropy_plateau_factor per cut (at most cfg.lr_plateau_cuts count).
+    The loss reads the bonus from the config it is given.
+
+    Book: chapter 5.
+    """
+    cuts = min(cuts, cfg.lr_plateau_cuts)
+    if cuts == 0 or cfg.entropy_plateau_factor == 1.0:
+        return cfg
+    bonus = cfg.entropy_coef * cfg.entropy_plateau_factor**cuts
+    return dataclasses.replace(cfg, entropy_coef=bonus)
 
 
 @dataclass

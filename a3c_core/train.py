@@ -33,7 +33,7 @@ from .checkpoint import (
 from .config import A3CConfig
 from .envs import num_actions
 from .network import ActorCritic
-from .optim import Plateau, SharedAdam, scheduled_lr
+from .optim import Plateau, SharedAdam, scheduled_bonus, scheduled_lr
 from .runs import (
     CHECKPOINT,
     FENCE,
@@ -159,7 +159,11 @@ class Trainer:
         if self.plateau.stalled(score, agent_steps):
             p.lr_cuts = self.counters.lr_cuts.value = p.lr_cuts + 1
             lr = scheduled_lr(cfg, agent_steps, p.lr_cuts)
-            tqdm.write(f"score stalled at {agent_steps} agent steps: lr now {lr:.3g}")
+            bonus = scheduled_bonus(cfg, p.lr_cuts).entropy_coef
+            tqdm.write(
+                f"score stalled at {agent_steps} agent steps: lr now {lr:.3g}, "
+                f"entropy bonus {bonus:.3g}"
+            )
         p.plateau = self.plateau.state()
 
     def fail(self, message: str) -> None:

@@ -28,7 +28,13 @@ import torch
 from .envs import AtariBatch
 from .loss import LossTerms, a3c_loss
 from .network import ActorCritic, conv_precision
-from .optim import hand_over_grads, pull_params, scheduled_lr, set_lr
+from .optim import (
+    hand_over_grads,
+    pull_params,
+    scheduled_bonus,
+    scheduled_lr,
+    set_lr,
+)
 from .policy import choose_actions
 
 
@@ -244,10 +250,18 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop, fence
         with torch.no_grad():  # V(s_T); ignored by the loss where the game just ended
             bootstrap, _, _ = model(torch.from_numpy(envs.obs), hx)
         # learn replays the memory from rollout.start_hx, a constant: truncated BPTT
-        lr = scheduled_lr(cfg, counters.steps.value, counters.lr_cuts.value)
-        set_lr(optimizer, lr)
+        cuts = counters.lr_cuts.value  # plateau cuts so far (the trainer makes them)
+        set_lr(optimizer, scheduled_lr(cfg, counters.steps.value, cuts))
+        loss_cfg = scheduled_bonus(cfg, cuts)  # cfg, or a copy with a smaller bonus
         terms = update(
-            model, shared_model, optimizer, rollout, bootstrap, cfg, counters, fence
+            model,
+            shared_model,
+            optimizer,
+            rollout,
+            bootstrap,
+            loss_cfg,
+            counters,
+            fence,
         )
         del rollout  # frees its activations before the next rollout allocates its own
         loss = terms.total.item()

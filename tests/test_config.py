@@ -42,6 +42,8 @@ def test_config_is_frozen():
         {"lr_plateau_factor": 0.0},
         {"lr_plateau_window": 0},
         {"lr_plateau_patience": 0},
+        {"entropy_plateau_factor": -0.5},
+        {"entropy_plateau_factor": 2.0},
     ],
 )
 def test_nonsense_hyperparameters_are_rejected_with_one_line(change):

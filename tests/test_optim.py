@@ -11,6 +11,7 @@ from a3c_core.optim import (
     SharedAdam,
     hand_over_grads,
     pull_params,
+    scheduled_bonus,
     scheduled_lr,
     set_lr,
 )
@@ -158,6 +159,18 @@ def test_each_plateau_cut_multiplies_the_lr_up_to_the_allowed_cuts():
     assert scheduled_lr(A3CConfig(lr=1e-3), 0, cuts=3) == 1e-3  # cuts switched off
     decaying = A3CConfig(lr=1e-3, lr_decay_steps=1000, lr_plateau_cuts=1)
     assert scheduled_lr(decaying, 500, cuts=1) == pytest.approx(1.25e-4)
+
+
+def test_each_plateau_cut_multiplies_the_entropy_bonus_if_asked():
+    cfg = A3CConfig(entropy_coef=0.01, lr_plateau_cuts=2, entropy_plateau_factor=0.25)
+    bonuses = [scheduled_bonus(cfg, cuts).entropy_coef for cuts in (0, 1, 2, 3)]
+    assert bonuses == pytest.approx([0.01, 2.5e-3, 6.25e-4, 6.25e-4])
+    assert scheduled_bonus(cfg, 1).lr == cfg.lr  # only the bonus changes
+    assert scheduled_bonus(A3CConfig(lr_plateau_cuts=2), 2) == A3CConfig(
+        lr_plateau_cuts=2
+    )  # the default factor 1 keeps the bonus through cuts
+    off = A3CConfig(lr_plateau_cuts=0, entropy_plateau_factor=0.25)
+    assert scheduled_bonus(off, 3) == off  # cuts switched off
 
 
 def feed(plateau: Plateau, window_means: list[float]) -> list[int]:

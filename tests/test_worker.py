@@ -1,4 +1,6 @@
+import multiprocessing as mp
 import queue
+import threading
 
 import numpy as np
 import pytest
@@ -8,7 +10,16 @@ from a3c_core.config import A3CConfig
 from a3c_core.envs import AtariBatch
 from a3c_core.loss import a3c_loss
 from a3c_core.network import ActorCritic
-from a3c_core.worker import EpisodeEnd, Rollout, collect, learn
+from a3c_core.optim import SharedAdam
+from a3c_core.worker import (
+    EpisodeEnd,
+    Rollout,
+    SharedCounters,
+    UpdateDone,
+    collect,
+    learn,
+    run_worker,
+)
 
 
 def test_collect_resets_memory_at_episode_ends_and_reports_episodes():
@@ -109,3 +120,23 @@ def test_a_bfloat16_worker_collects_and_learns_gradients_close_to_float32():
     for p, grad in zip(model.parameters(), grads):
         assert grad.dtype == torch.float32
         assert (grad - p.grad).norm() <= 0.05 * p.grad.norm() + 1e-6
+
+
+def test_the_worker_learns_with_the_entropy_bonus_the_plateau_cuts_left():
+    """Two cuts so far, each halving the bonus: the worker's loss is policy + 0.5 *
+    value - 0.01 / 4 * entropy, and without cuts - 0.01 * entropy."""
+    cfg = A3CConfig(env_id="Pong-v4", envs_per_worker=2, rollout_len=5,
+                    total_steps=10, lr_plateau_cuts=2,
+                    entropy_plateau_factor=0.5)  # fmt: skip
+    shared = ActorCritic(6).share_memory()
+    optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    for cuts, bonus in ((0, 0.01), (2, 0.0025)):
+        counters = SharedCounters(mp.get_context("spawn"), lr_cuts=cuts)
+        events = queue.Queue()
+        run_worker(0, cfg, shared, optimizer, counters, events, threading.Event())
+        done = [e for e in list(events.queue) if isinstance(e, UpdateDone)]
+        assert len(done) == 1  # 2 games x 5 steps: one update reaches total_steps
+        d = done[0]
+        expected = d.policy_loss + 0.5 * d.value_loss - bonus * d.entropy
+        assert d.loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        assert d.entropy > 1.0  # a bonus that matters: the policy is still uncertain
