@@ -58,7 +58,14 @@ def cpu_name() -> str:
          if line.startswith("Model name")),
         "unknown",
     )  # fmt: skip
-    return name + (", AVX512_BF16" if "avx512_bf16" in text else "")
+    flags = [("avx512_bf16", "AVX512_BF16"), ("amx_bf16", "AMX")]  # bfloat16 paths
+    return ", ".join([name] + [shown for flag, shown in flags if flag in text])
+
+
+def short_cpu(cpu: str) -> str:
+    """'Intel(R) Xeon(R) Processor, AVX512_BF16' -> 'Intel Xeon', for tables."""
+    name = cpu.split(",")[0].replace("(R)", "").replace("(TM)", "")
+    return name.replace(" Processor", "").strip()
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -125,7 +132,8 @@ def summarize(name, env_id, minutes, cores, overrides, preset, parent=None) -> d
         "preset": preset,
         "overrides": overrides,
         "config": json.loads((run_dir / "config.json").read_text()),
-        "cpu": cpu_name(),
+        "cpu": " then ".join(c["cpu"] for c in run_cpus(run_dir)),
+        "cpus": run_cpus(run_dir),
         "cores": cores,
         "budget_minutes": minutes,
         "minutes": curve[-1]["minutes"],
@@ -163,6 +171,34 @@ def trained_minutes(run_dir: Path) -> float:
     return saved_progress(run_dir)["elapsed_s"] / 60
 
 
+CPUS = "cpus.json"  # in a run folder: each CPU it trained on, from which minute
+
+
+def note_cpu(run_dir: Path) -> None:
+    """Add this machine's CPU to the run folder's CPUS, with the minutes trained
+    before it, unless the run's last CPU was the same: sessions may land on other
+    machines, and a resumed run's result should say which it trained on."""
+    path = run_dir / CPUS
+    starts = json.loads(path.read_text()) if path.exists() else []
+    if starts and starts[-1]["cpu"] == cpu_name():
+        return
+    minutes = trained_minutes(run_dir) if (run_dir / CHECKPOINT).exists() else 0.0
+    starts.append({"from_minute": round(minutes, 1), "cpu": cpu_name()})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(starts, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def run_cpus(run_dir: Path) -> list[dict]:
+    """The run's CPUS ([{from_minute, cpu}]); for a folder from before CPUS, this
+    machine's, from an unknown minute (None)."""
+    path = run_dir / CPUS
+    if path.exists():
+        return json.loads(path.read_text())
+    return [{"from_minute": None, "cpu": cpu_name()}]
+
+
 BRANCH = "branch.json"  # in a branch's run folder: where it left its parent
 
 
@@ -198,6 +234,7 @@ def branched_from(run_dir: Path) -> dict | None:
 def start(name, env_id, minutes, cores, overrides, preset):
     """Start the training process of one run; its output goes to <run>.out."""
     RUNS.mkdir(parents=True, exist_ok=True)
+    note_cpu(RUNS / name)
     cmd = pinned(train_command(name, env_id, minutes, overrides, preset), cores)
     out = open(RUNS / f"{name}.out", "a")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -282,12 +319,18 @@ def eval_gap(a: dict, b: dict) -> float:
     return (ea["mean"] - eb["mean"]) / se
 
 
+def table_cpu(result: dict) -> str:
+    """The result's CPU, short; a run resumed on another CPU names both."""
+    cpus = result.get("cpus") or [{"cpu": result["cpu"]}]  # older results: one
+    return " then ".join(short_cpu(c["cpu"]) for c in cpus)
+
+
 def report_table(results: list[dict]) -> str:
     """A markdown table: one row per result."""
     lines = [
-        "| run | game | taskset cores | minutes | agent steps | steps/s | running mean "
-        "| eval 30 sampled (mean +- std) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | game | CPU | taskset cores | minutes | agent steps | steps/s "
+        "| running mean | eval 30 sampled (mean +- std) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rate = r["agent_steps"] / (60 * r["minutes"])
@@ -295,7 +338,7 @@ def report_table(results: list[dict]) -> str:
         last = "n/a" if last is None else f"{last:.1f}"
         e = r["eval"]
         lines.append(
-            f"| {r['name']} | {r['env_id']} | {r['cores'] or 'all'} "
+            f"| {r['name']} | {r['env_id']} | {table_cpu(r)} | {r['cores'] or 'all'} "
             f"| {r['minutes']:.0f} | {r['agent_steps'] / 1e6:.2f}M | {rate:.0f} "
             f"| {last} | {e['mean']:.1f} +- {e['std']:.1f} |"
         )

@@ -25,7 +25,9 @@ def run_tiny(bench, minutes: float) -> dict:
     return json.loads((bench.RESULTS / "tiny.json").read_text())
 
 
-def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(bench):
+def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(
+    bench, monkeypatch
+):
     first = run_tiny(bench, 0.3)
     assert first["curve"] and first["agent_steps"] > 0 and first["minutes"] >= 0.3
     assert {row["lr"] for row in first["curve"]} == {first["config"]["lr"]}
@@ -34,13 +36,22 @@ def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(benc
     assert first["config"]["rollout_len"] == 5 and first["eval"]["episodes"] == 1
     assert -21 <= first["eval"]["mean"] <= 21 and first["cpu"]
 
-    second = run_tiny(bench, 0.5)
+    assert first["cpus"] == [{"from_minute": 0.0, "cpu": bench.cpu_name()}]
+
+    monkeypatch.setattr(bench, "cpu_name", lambda: "Other(R) CPU Processor, AMX")
+    second = run_tiny(bench, 0.5)  # resumed on another machine
     assert second["minutes"] >= 0.5 and second["agent_steps"] > first["agent_steps"]
+    moved = second["cpus"][1]
+    assert second["cpus"][0] == first["cpus"][0] and len(second["cpus"]) == 2
+    assert moved["cpu"] == "Other(R) CPU Processor, AMX"
+    assert first["minutes"] - 0.1 <= moved["from_minute"] <= first["minutes"] + 0.1
+    assert second["cpu"].endswith(" then Other(R) CPU Processor, AMX")
     steps = [row["agent_steps"] for row in second["curve"]]
     assert steps == sorted(steps) and len(steps) > len(first["curve"])
 
     results = bench.load_results()
-    assert "| tiny | Pong-v4 |" in bench.report_table(results)
+    assert " then Other CPU | all |" in bench.report_table(results)
+    assert bench.report_table(results).count("| tiny | Pong-v4 |") == 1
     readme = bench.RESULTS / "README.md"
     readme.write_text(f"# Results\n{bench.TABLE_START}\nold\n{bench.TABLE_END}\nend\n")
     bench.write_table(readme, bench.report_table(results))
@@ -86,7 +97,7 @@ def test_the_milestone_table_names_minutes_and_steps_or_says_not_reached(bench):
         {"minutes": 2.0, "agent_steps": 2.5e6, "mean_return": 1.0},
     ]
     result = {"name": "a", "env_id": "Pong-v4", "minutes": 2.0, "agent_steps": 2.5e6,
-              "curve": curve, "cores": "0",
+              "curve": curve, "cores": "0", "cpu": "AMD EPYC",
               "eval": {"mean": 3.0, "std": 1.0}}  # fmt: skip
     table = bench.milestone_table([result], "Pong-v4")
     assert "| to -10 | to 0 | to 15 | to 18 |" in table
@@ -139,3 +150,12 @@ def test_no_two_runs_of_a_game_share_a_color_and_line_style(bench):
     for ax in axes:
         looks = {(line.get_color(), line.get_linestyle()) for line in ax.get_lines()}
         assert len(looks) == 25
+
+
+def test_cpu_names_are_shortened_for_tables(bench):
+    assert bench.short_cpu("Intel(R) Xeon(R) Processor, AVX512_BF16, AMX") == (
+        "Intel Xeon"
+    )
+    assert bench.short_cpu("AMD EPYC, AVX512_BF16") == "AMD EPYC"
+    old = {"cpu": "AMD EPYC, AVX512_BF16"}  # a result from before "cpus"
+    assert bench.table_cpu(old) == "AMD EPYC"
