@@ -80,8 +80,7 @@ class A3CConfig:
     entropy_plateau_factor: float = 1.0
     """Each plateau cut (`lr_plateau_cuts`) also multiplies the entropy bonus by
     this factor (1: the bonus stays). The bonus keeps a young policy exploring; at
-    the top it keeps a good policy from getting sharp (Pong's entropy stayed near
-    1.46 nats through a stall at 15-16)."""
+    the top it keeps a good policy from getting sharp."""
 
     value_coef: float = 0.5
     """Weight of the value loss 0.5 * sum((returns - values)^2): 0.25 in all, as the

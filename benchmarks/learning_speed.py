@@ -126,14 +126,15 @@ def summarize(name, env_id, minutes, cores, overrides, preset, parent=None) -> d
     if not curve:
         raise SystemExit(f"error: {run_dir} has no log rows yet: give it more minutes")
     evaluation = json.loads((run_dir / "eval.json").read_text())
+    cpus = run_cpus(run_dir)
     return {
         "name": name,
         "env_id": env_id,
         "preset": preset,
         "overrides": overrides,
         "config": json.loads((run_dir / "config.json").read_text()),
-        "cpu": " then ".join(c["cpu"] for c in run_cpus(run_dir)),
-        "cpus": run_cpus(run_dir),
+        "cpu": " then ".join(c["cpu"] for c in cpus),
+        "cpus": cpus,
         "cores": cores,
         "budget_minutes": minutes,
         "minutes": curve[-1]["minutes"],
@@ -178,12 +179,12 @@ def note_cpu(run_dir: Path) -> None:
     """Add this machine's CPU to the run folder's CPUS, with the minutes trained
     before it, unless the run's last CPU was the same: sessions may land on other
     machines, and a resumed run's result should say which it trained on."""
-    path = run_dir / CPUS
+    path, cpu = run_dir / CPUS, cpu_name()
     starts = json.loads(path.read_text()) if path.exists() else []
-    if starts and starts[-1]["cpu"] == cpu_name():
+    if starts and starts[-1]["cpu"] == cpu:
         return
     minutes = trained_minutes(run_dir) if (run_dir / CHECKPOINT).exists() else 0.0
-    starts.append({"from_minute": round(minutes, 1), "cpu": cpu_name()})
+    starts.append({"from_minute": round(minutes, 1), "cpu": cpu})
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(starts, indent=1) + "\n")
