@@ -173,17 +173,22 @@ def trained_minutes(run_dir: Path) -> float:
 
 
 CPUS = "cpus.json"  # in a run folder: each CPU it trained on, from which minute
+UNKNOWN_CPU = "unknown CPU"  # before a run folder kept CPUS
 
 
 def note_cpu(run_dir: Path) -> None:
     """Add this machine's CPU to the run folder's CPUS, with the minutes trained
     before it, unless the run's last CPU was the same: sessions may land on other
-    machines, and a resumed run's result should say which it trained on."""
+    machines, and a resumed run's result should say which it trained on. A folder
+    that trained before CPUS was kept starts with UNKNOWN_CPU, so that its earlier
+    minutes are not credited to this machine."""
     path, cpu = run_dir / CPUS, cpu_name()
     starts = json.loads(path.read_text()) if path.exists() else []
     if starts and starts[-1]["cpu"] == cpu:
         return
     minutes = trained_minutes(run_dir) if (run_dir / CHECKPOINT).exists() else 0.0
+    if not starts and minutes > 0:
+        starts.append({"from_minute": 0.0, "cpu": UNKNOWN_CPU})
     starts.append({"from_minute": round(minutes, 1), "cpu": cpu})
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -214,7 +219,7 @@ def branch(parent: str, name: str) -> None:
         raise SystemExit(f"error: {source} has no checkpoint to branch from")
     tmp = run_dir.with_name(name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)
-    keep = {CHECKPOINT, MODEL, CONFIG, LOG, CHANGES}  # not the lock, fence, eval
+    keep = {CHECKPOINT, MODEL, CONFIG, LOG, CHANGES, CPUS}  # not the lock, fence, eval
     shutil.copytree(source, tmp, ignore=lambda _, names: set(names) - keep)
     progress = saved_progress(tmp)
     point = {

@@ -74,6 +74,7 @@ def test_a_branch_copies_its_parent_and_trains_on_from_its_checkpoint(bench):
     assert result["agent_steps"] > start["agent_steps"] and result["minutes"] >= 0.4
     assert result["config"]["lr"] == 1e-4 and parent["config"]["lr"] != 1e-4
     assert "--from tiny" in result["command"] and parent["branched_from"] is None
+    assert result["cpus"] == parent["cpus"]  # the parent's machine, then the same
     assert not (bench.RUNS / "branch.copying").exists()
     with pytest.raises(SystemExit, match="no checkpoint to branch from"):
         bench.main(["run", "orphan", *args[:-1], "missing", *sets])
@@ -159,3 +160,13 @@ def test_cpu_names_are_shortened_for_tables(bench):
     assert bench.short_cpu("AMD EPYC, AVX512_BF16") == "AMD EPYC"
     old = {"cpu": "AMD EPYC, AVX512_BF16"}  # a result from before "cpus"
     assert bench.table_cpu(old) == "AMD EPYC"
+
+
+def test_a_folder_that_trained_before_cpus_were_kept_starts_with_an_unknown_cpu(bench):
+    run_tiny(bench, 0.2)
+    run_dir = bench.RUNS / "tiny"
+    (run_dir / bench.CPUS).unlink()  # as in a folder from before cpus.json
+    bench.note_cpu(run_dir)
+    unknown, here = bench.run_cpus(run_dir)
+    assert unknown == {"from_minute": 0.0, "cpu": bench.UNKNOWN_CPU}
+    assert here["cpu"] == bench.cpu_name() and here["from_minute"] >= 0.2
