@@ -5,14 +5,16 @@ Measures, in one run and on one game:
                    preprocessing, no network, one process per worker;
   (b) classic_a3c: the real trainer with one environment per worker (K = 1);
   (c) default:     the real trainer with the default A3CConfig;
-then the ratios c/a and c/b, inference speed on one core (`a3c_core.play.evaluate`,
+  (d) auto:        the same with conv_dtype=auto (bfloat16 convolutions where the
+                   CPU has them natively, float32 elsewhere);
+then the ratios c/a, c/b and d/c, inference speed on one core (`a3c_core.play.evaluate`,
 and the network's forward pass alone) and where one worker's time goes (the
 package's own `run_worker`, its parts timed where it calls them). Writes
 benchmarks/throughput.json.
 
     python benchmarks/throughput.py --env Pong-v4 --seconds 40
 
-Rates (b) and (c) are read from the trainer's own log.csv after a warm-up, so they
+Rates (b), (c) and (d) are read from the trainer's own log.csv after a warm-up, so they
 include everything a real run does (Hogwild updates, logging, checkpoints).
 """
 
@@ -37,7 +39,7 @@ import torch
 
 from a3c_core.config import A3CConfig
 from a3c_core.envs import AtariBatch, num_actions
-from a3c_core.network import ActorCritic
+from a3c_core.network import ActorCritic, native_bfloat16
 from a3c_core.play import evaluate
 from a3c_core.runs import read_log
 from a3c_core.train import MALLOC_TUNING
@@ -73,7 +75,7 @@ def env_limit(cfg: A3CConfig, seconds: float) -> float:
 
 
 def trainer_rate(cfg: A3CConfig, seconds: float, warmup: float = 20.0) -> float:
-    """(b), (c): run the real CLI trainer, then average its logged steps/s."""
+    """(b), (c), (d): run the real CLI trainer, then average its logged steps/s."""
     with tempfile.TemporaryDirectory() as run_dir:
         flags = [
             f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(cfg).items()
@@ -213,7 +215,8 @@ def network_rate(cfg: A3CConfig, batch: int = 8, seconds: float = 10.0) -> float
 
 def cpu_description() -> str:
     """The CPU's model name and the widest vector unit torch uses on it: sessions
-    run on different machines, so a result must say which one it came from."""
+    run on different machines, so a result must say which one it came from, and
+    whether conv_dtype=auto trains in bfloat16 there."""
     model = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -221,7 +224,9 @@ def cpu_description() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{model}, torch kernels: {torch.backends.cpu.get_cpu_capability()}"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    native = ", native bfloat16" if native_bfloat16() else ""  # what auto picks
+    return f"{model}, torch kernels: {kernels}{native}"
 
 
 def main() -> None:
@@ -232,9 +237,11 @@ def main() -> None:
     args = parser.parse_args()
     default = A3CConfig(env_id=args.env)
     classic = dataclasses.replace(default, envs_per_worker=1)
+    auto = dataclasses.replace(default, conv_dtype="auto")
     rates = {"env_limit": env_limit(default, args.seconds)}
     print(f"env_limit: {rates['env_limit']:.0f} steps/s", flush=True)
-    for name, cfg in (("classic_a3c", classic), ("default", default)):
+    trainers = (("classic_a3c", classic), ("default", default), ("auto", auto))
+    for name, cfg in trainers:
         rates[name] = trainer_rate(cfg, args.seconds)
         print(f"{name}: {rates[name]:.0f} steps/s", flush=True)
     report = {
@@ -247,11 +254,13 @@ def main() -> None:
         "configs": {
             "default": dataclasses.asdict(default),
             "classic_a3c": {"envs_per_worker": 1},
+            "auto": {"conv_dtype": "auto"},
         },
         "steps_per_s": rates,
         "ratios": {
             "default_over_env_limit": rates["default"] / rates["env_limit"],
             "default_over_classic": rates["default"] / rates["classic_a3c"],
+            "auto_over_default": rates["auto"] / rates["default"],
         },
         "inference_steps_per_s_one_core": inference_rate(default),
         "network_forward_steps_per_s_one_core": network_rate(default),
