@@ -197,12 +197,12 @@ def note_cpu(run_dir: Path) -> None:
 
 
 def run_cpus(run_dir: Path) -> list[dict]:
-    """The run's CPUS ([{from_minute, cpu}]); for a folder from before CPUS, this
-    machine's, from an unknown minute (None)."""
+    """The run's CPUS ([{from_minute, cpu}]); for a folder from before CPUS,
+    UNKNOWN_CPU from minute 0 (as note_cpu records it when such a folder resumes)."""
     path = run_dir / CPUS
     if path.exists():
         return json.loads(path.read_text())
-    return [{"from_minute": None, "cpu": cpu_name()}]
+    return [{"from_minute": 0.0, "cpu": UNKNOWN_CPU}]
 
 
 BRANCH = "branch.json"  # in a branch's run folder: where it left its parent
@@ -306,6 +306,30 @@ def value_at(curve: list[dict], key: str, x: float) -> float | None:
     """The running mean at the last log row with curve[key] <= x (None before any)."""
     rows = [r for r in curve if r[key] <= x and r["mean_return"] is not None]
     return rows[-1]["mean_return"] if rows else None
+
+
+def reached(curve: list[dict], key: str, x: float) -> float | None:
+    """value_at, or None if the run stopped before curve[key] got to x."""
+    return value_at(curve, key, x) if curve and curve[-1][key] >= x else None
+
+
+def describe(run: dict, marks=(1, 2, 3, 4, 5), minutes=(60, 120)) -> tuple[list, str]:
+    """A result's running mean at each mark (millions of agent steps; None past its
+    end), and one line to compare runs by: precision, CPU, agent steps, those running
+    means, the running mean at each of `minutes` it reached, its evaluation."""
+    curve, ev = run["curve"], run["eval"]
+    per_step = [reached(curve, "agent_steps", m * 1e6) for m in marks]
+    by_time = [(m, reached(curve, "minutes", m)) for m in minutes]
+    line = (
+        f"{run['name']} ({run['config']['conv_dtype']}, {table_cpu(run)}): "
+        f"{run['agent_steps'] / 1e6:.2f}M agent steps; running mean at "
+        + ", ".join(f"{m}M {v:.1f}" for m, v in zip(marks, per_step) if v is not None)
+        + "; at "
+        + ", ".join(f"{m} min {v:.1f}" for m, v in by_time if v is not None)
+        + f"; evaluation {ev['mean']:.1f} +- {ev['std']:.1f} "
+        f"({ev['episodes']} episodes)"
+    )
+    return per_step, line
 
 
 def first_reaching(curve: list[dict], key: str, score: float) -> float | None:

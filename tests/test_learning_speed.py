@@ -92,6 +92,23 @@ def test_the_running_mean_is_read_at_a_time_and_first_reaching_a_score(bench):
     assert bench.first_reaching(curve, "minutes", 10.0) is None
 
 
+def test_a_run_is_described_at_marks_it_reached_and_not_past_its_end(bench):
+    curve = [
+        {"minutes": 30.0, "agent_steps": 1e6, "mean_return": -12.0},
+        {"minutes": 60.0, "agent_steps": 2.5e6, "mean_return": 1.0},
+        {"minutes": 70.0, "agent_steps": 3e6, "mean_return": 4.0},
+    ]
+    run = {"name": "a", "curve": curve, "agent_steps": 3e6, "cpu": "AMD EPYC, AMX",
+           "config": {"conv_dtype": "auto"},
+           "eval": {"mean": 3.5, "std": 2.0, "episodes": 30}}  # fmt: skip
+    per_step, line = bench.describe(run, marks=(1, 2, 3, 4), minutes=(60, 120))
+    assert per_step == [-12.0, -12.0, 4.0, None]
+    assert line == (
+        "a (auto, AMD EPYC): 3.00M agent steps; running mean at 1M -12.0, "
+        "2M -12.0, 3M 4.0; at 60 min 1.0; evaluation 3.5 +- 2.0 (30 episodes)"
+    )
+
+
 def test_the_milestone_table_names_minutes_and_steps_or_says_not_reached(bench):
     curve = [
         {"minutes": 1.0, "agent_steps": 1e6, "mean_return": -12.0},
@@ -166,6 +183,7 @@ def test_a_folder_that_trained_before_cpus_were_kept_starts_with_an_unknown_cpu(
     run_tiny(bench, 0.2)
     run_dir = bench.RUNS / "tiny"
     (run_dir / bench.CPUS).unlink()  # as in a folder from before cpus.json
+    assert bench.run_cpus(run_dir) == [{"from_minute": 0.0, "cpu": bench.UNKNOWN_CPU}]
     bench.note_cpu(run_dir)
     unknown, here = bench.run_cpus(run_dir)
     assert unknown == {"from_minute": 0.0, "cpu": bench.UNKNOWN_CPU}
