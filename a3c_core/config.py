@@ -96,8 +96,9 @@ class A3CConfig:
     """Precision of the convolutions while training: float32, bfloat16 (faster on
     CPUs with AVX512_BF16 or AMX, slower elsewhere; the weights stay float32), or
     auto: bfloat16 where the CPU has it natively, float32 elsewhere. Per agent step
-    bfloat16 learned Pong and Breakout as float32 did, SpaceInvaders worse in one
-    pair of runs (benchmarks/learning_speed, items 2, 16, 17)."""
+    bfloat16 learned Pong and Breakout as float32 did; on SpaceInvaders it was level
+    at 60 minutes and behind on average at 120 in two pairs of runs
+    (benchmarks/learning_speed, items 2, 16-18)."""
 
     total_steps: int = 40_000_000
     """Agent steps (env.step calls, all workers) after which training stops."""
