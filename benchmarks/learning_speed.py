@@ -332,6 +332,18 @@ def describe(run: dict, marks=(1, 2, 3, 4, 5), minutes=(60, 120)) -> tuple[list,
     return per_step, line
 
 
+def pair_line(old: dict, new: dict) -> tuple[float, float, str]:
+    """Two results of one pair: new's agent steps over old's, the evaluation gap
+    (eval_gap) and one line saying both."""
+    ratio, gap = new["agent_steps"] / old["agent_steps"], eval_gap(new, old)
+    precisions = f"{new['config']['conv_dtype']} / {old['config']['conv_dtype']}"
+    return (
+        ratio,
+        gap,
+        (f"agent steps, {precisions}: {ratio:.2f}; evaluation gap {gap:+.1f} SE"),
+    )
+
+
 def first_reaching(curve: list[dict], key: str, score: float) -> float | None:
     """curve[key] (minutes or agent steps) when the running mean first reached score."""
     return next(
