@@ -45,7 +45,8 @@ def results_markdown(evals: list[dict]) -> str:
     """
     lines = [
         "| game | our score: mean ± std (episodes, policy) | min .. max "
-        "| greedy: mean ± std | trained: agent steps, hours | seed @ 40M / 80M steps |",
+        "| greedy: mean ± std | trained: agent steps, hours "
+        "| seed's training running mean @ 40M / 80M steps |",
         "|---|---|---|---|---|---|",
     ]
     for e in evals:
