@@ -69,9 +69,10 @@ class UpdateFence:
     A worker holds it shared while it steps the shared optimizer and counts that
     update, so workers still update together (Hogwild); the trainer holds it
     exclusive while it copies the weights, Adam's state and the counters, which
-    then agree: whole updates only. It is a `flock` on an empty file, `path`,
-    because the OS releases a flock when its holder dies: a killed trainer or
-    worker never leaves the others waiting.
+    then hold whole updates only (Adam's per-parameter step count may still lag
+    by an increment two workers raced on: Hogwild). It is a `flock` on an empty
+    file, `path`, because the OS releases a flock when its holder dies: a killed
+    trainer or worker never leaves the others waiting.
 
     Book: chapter 5.
     """

@@ -334,13 +334,14 @@ def describe(run: dict, marks=(1, 2, 3, 4, 5), minutes=(60, 120)) -> tuple[list,
 
 def pair_line(old: dict, new: dict) -> tuple[float, float, str]:
     """Two results of one pair: new's agent steps over old's, the evaluation gap
-    (eval_gap) and one line saying both."""
+    (eval_gap) and one line saying both, naming the two runs (a pair may differ in
+    more than one setting)."""
     ratio, gap = new["agent_steps"] / old["agent_steps"], eval_gap(new, old)
-    precisions = f"{new['config']['conv_dtype']} / {old['config']['conv_dtype']}"
+    names = f"{new['name']} / {old['name']}"
     return (
         ratio,
         gap,
-        (f"agent steps, {precisions}: {ratio:.2f}; evaluation gap {gap:+.1f} SE"),
+        f"agent steps, {names}: {ratio:.2f}; evaluation gap {gap:+.1f} SE",
     )
 
 

@@ -110,14 +110,14 @@ def test_a_run_is_described_at_marks_it_reached_and_not_past_its_end(bench):
 
 
 def test_a_pair_is_summed_up_by_its_step_ratio_and_evaluation_gap(bench):
-    def result(steps, precision, mean):
-        return {"agent_steps": steps, "config": {"conv_dtype": precision},
+    def result(steps, name, mean):
+        return {"agent_steps": steps, "name": name,
                 "eval": {"mean": mean, "std": 3.0, "episodes": 9}}  # fmt: skip
 
-    ratio, gap, line = bench.pair_line(result(4e6, "float32", 10.0),
-                                       result(5e6, "auto", 13.0))  # fmt: skip
+    ratio, gap, line = bench.pair_line(result(4e6, "pong-default", 10.0),
+                                       result(5e6, "pong-bf16", 13.0))  # fmt: skip
     assert (ratio, round(gap, 6)) == (1.25, round(3.0 / (2**0.5), 6))
-    assert line == "agent steps, auto / float32: 1.25; evaluation gap +2.1 SE"
+    assert line == "agent steps, pong-bf16 / pong-default: 1.25; evaluation gap +2.1 SE"
 
 
 def test_the_milestone_table_names_minutes_and_steps_or_says_not_reached(bench):
