@@ -21,13 +21,13 @@ import json
 import queue
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from a3c_core.checkpoint import CheckpointError, load_agent_and_config
 from a3c_core.envs import AtariBatch, UnknownEnvError
+from a3c_core.runs import FileAccessError, check_writable, write_atomically
 from a3c_core.worker import collect, learn
 
 
@@ -66,15 +66,6 @@ def summary(norms: list[float], clip: float) -> dict:
     }
 
 
-def writable_dir(path: Path) -> bool:
-    """Whether a file can be created in `path` (checked before the work, not after)."""
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            return True
-    except OSError:
-        return False
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Pong-v4")
@@ -86,12 +77,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.games) < 1 or args.updates < 2 or args.warmup < 0:
         parser.error("--games must be >= 1, --updates >= 2 and --warmup >= 0")
-    if args.out and not writable_dir(args.out.parent):
-        print(f"error: cannot write {args.out}: pick another --out", file=sys.stderr)
-        return 2
     try:
+        if args.out:
+            check_writable(args.out)  # before the work, not after
         model, cfg = load_agent_and_config(args.env, args.model)
-    except (CheckpointError, UnknownEnvError) as error:
+    except (FileAccessError, CheckpointError, UnknownEnvError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)  # as one worker
@@ -110,9 +100,8 @@ def main(argv=None) -> int:
         command = " ".join(["python benchmarks/grad_clip.py", *(argv or sys.argv[1:])])
         record = {"env_id": args.env, "model": args.model, "clip": cfg.max_grad_norm}
         record |= {"warmup": args.warmup, "games": results, "command": command}
-        tmp = args.out.with_suffix(".tmp")  # whole or not at all
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(args.out)
+        text = json.dumps(record, indent=1) + "\n"
+        write_atomically(args.out, lambda f: f.write(text.encode()))
     return 0
 
 
