@@ -13,6 +13,9 @@ layer's activations (no autograd graph), and to learn it replays the rollout:
 weights instead of T small ones.
 """
 
+import platform
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -108,6 +111,18 @@ def native_bfloat16() -> bool:
     bfloat16 convolutions are emulated, slower than float32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def cpu_description() -> str:
+    """The CPU's model name, torch's vector kernels on it and whether bfloat16 is
+    native: sessions run on different machines, so a measurement must say which one
+    it came from, and whether conv_dtype="auto" trains in bfloat16 there."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1] for line in lines if line.startswith("model name")]
+    model = names[0].strip() if names else platform.processor() or "unknown CPU"
+    native = ", native bfloat16" if native_bfloat16() else ""
+    return f"{model}, torch kernels: {torch.backends.cpu.get_cpu_capability()}{native}"
 
 
 def conv_precision(name: str) -> torch.dtype:

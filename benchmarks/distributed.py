@@ -45,6 +45,7 @@ import torch.multiprocessing as torch_mp
 
 from a3c_core.config import A3CConfig
 from a3c_core.distributed import DistributedTrainer, join, leave, world_from_env
+from a3c_core.network import cpu_description
 from a3c_core.runs import read_log
 from a3c_core.worker import EpisodeEnd, UpdateDone
 
@@ -55,17 +56,6 @@ LINKS = {"1 Gb/s": 1e9, "10 Gb/s": 10e9}
 NODES = (1, 2, 4, 8, 16, 32, 64)
 SETUPS = ("1x2", "2x1", "2x1-one-session")
 LAN_LATENCY_S = 100e-6  # one message between two machines on a LAN (assumed)
-
-
-def cpu_description() -> str:
-    """The CPU's model name and torch's vector unit: sessions change machines."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    else:
-        model = "unknown CPU"
-    return f"{model}, torch kernels: {torch.backends.cpu.get_cpu_capability()}"
 
 
 def free_port() -> int:

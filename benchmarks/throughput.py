@@ -39,7 +39,7 @@ import torch
 
 from a3c_core.config import A3CConfig
 from a3c_core.envs import AtariBatch, num_actions
-from a3c_core.network import ActorCritic, native_bfloat16
+from a3c_core.network import ActorCritic, cpu_description
 from a3c_core.play import evaluate
 from a3c_core.runs import read_log
 from a3c_core.train import MALLOC_TUNING
@@ -211,22 +211,6 @@ def network_rate(cfg: A3CConfig, batch: int = 8, seconds: float = 10.0) -> float
         _, _, hx = model(frames, hx)
         steps += batch
     return steps / (time.perf_counter() - start)
-
-
-def cpu_description() -> str:
-    """The CPU's model name and the widest vector unit torch uses on it: sessions
-    run on different machines, so a result must say which one it came from, and
-    whether conv_dtype=auto trains in bfloat16 there."""
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    kernels = torch.backends.cpu.get_cpu_capability()
-    native = ", native bfloat16" if native_bfloat16() else ""  # what auto picks
-    return f"{model}, torch kernels: {kernels}{native}"
 
 
 def main() -> None:

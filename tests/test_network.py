@@ -162,3 +162,15 @@ def test_conv_precision_auto_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
         assert conv_precision("auto") == dtype
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # another torch
     assert conv_precision("auto") == torch.float32
+
+
+def test_cpu_description_names_the_model_the_kernels_and_native_bfloat16(monkeypatch):
+    from a3c_core import network
+
+    kernels = torch.backends.cpu.get_cpu_capability()
+    for native in (True, False):
+        monkeypatch.setattr(network, "native_bfloat16", lambda n=native: n)
+        text = network.cpu_description()
+        model, _, rest = text.partition(", torch kernels: ")
+        assert model and model != "unknown CPU"  # this machine has /proc/cpuinfo
+        assert rest == kernels + (", native bfloat16" if native else "")
