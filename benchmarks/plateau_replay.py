@@ -39,6 +39,8 @@ if __package__ in (None, ""):  # run as a script: the repository root holds benc
 from benchmarks.forks import as_columns, row_means
 from benchmarks.learning_speed import RESULTS, lr_changes
 
+MIN_ROWS = 5  # local_spread needs three rows' means, and the first row gives none
+
 
 def replayable(curve: list[dict]) -> list[dict]:
     """The rows of a result's curve up to the run's first change of learning rate
@@ -50,9 +52,10 @@ def replayable(curve: list[dict]) -> list[dict]:
 
 def local_spread(own, scale, rows: int = 10) -> np.ndarray:
     """Each row's standard deviation of returns, estimated from second differences
-    of the rows' means (a steady rise cancels in them): the median over the `rows`
-    nearest of |own[j-1] - 2 own[j] + own[j+1]| / its standard error, / 0.6745 (a
-    normal variable's median absolute value in standard deviations)."""
+    of the rows' means (a steady rise cancels in them; a bend, as at a take-off,
+    does not): the median over row j and the `rows` nearest of |own[i-1] - 2 own[i] +
+    own[i+1]| / its standard error, / 0.6745 (a normal variable's median absolute
+    value in standard deviations)."""
     second = own[:-2] - 2 * own[1:-1] + own[2:]
     z = np.abs(second) / np.sqrt(
         scale[:-2] ** 2 + 4 * scale[1:-1] ** 2 + scale[2:] ** 2
@@ -66,8 +69,9 @@ def local_spread(own, scale, rows: int = 10) -> np.ndarray:
 def episodes(rows: list[dict], spread: float | None, seed: int):
     """(agent steps, return) of every episode recovered from the rows (the first
     row's own are not: the running mean before it is not logged), spread evenly over
-    each row's agent steps, each its row's mean plus normal noise of `spread`
-    (None: each row's local_spread)."""
+    each row's agent steps: its row's mean plus normal noise of `spread` (None: each
+    row's local_spread), centred so that the row keeps its mean (that mean is already
+    a sample: noise added to it would count its sampling noise twice)."""
     rng = np.random.default_rng(seed)
     log = as_columns(rows)
     own, scale, counts = row_means(log, -np.inf, np.inf)
@@ -76,8 +80,10 @@ def episodes(rows: list[dict], spread: float | None, seed: int):
     spreads = local_spread(own, scale) if spread is None else np.full(len(own), spread)
     for mean, sd, count, a, b in zip(own, spreads, counts, starts, ends):
         count = int(round(count))
+        noise = rng.normal(size=count)
+        noise -= noise.mean()  # the row's mean already has its own sampling noise
         for k in range(count):
-            yield int(a + (b - a) * (k + 1) / count), mean + sd * rng.normal()
+            yield int(a + (b - a) * (k + 1) / count), mean + sd * noise[k]
 
 
 def first_cut(curve, window: int, patience: int, spread, seed) -> dict | None:
@@ -128,6 +134,10 @@ def main(argv=None) -> int:
         return 2
     result = json.loads(path.read_text())
     rows = replayable(result["curve"])
+    if len(rows) < MIN_ROWS:
+        print(f"error: {args.name} has {len(rows)} log rows before its first change of "
+              f"learning rate; a replay needs {MIN_ROWS}", file=sys.stderr)  # fmt: skip
+        return 2
     spread = "estimated per row" if args.spread is None else f"{args.spread:g}"
     print(f"{args.name}: replayable to minute {rows[-1]['minutes']:.0f} "
           f"(of {result['minutes']:.0f}); first replayed cut, minute (running mean), "

@@ -172,5 +172,5 @@ def test_cpu_description_names_the_model_the_kernels_and_native_bfloat16(monkeyp
         monkeypatch.setattr(network, "native_bfloat16", lambda n=native: n)
         text = network.cpu_description()
         model, _, rest = text.partition(", torch kernels: ")
-        assert model and model != "unknown CPU"  # this machine has /proc/cpuinfo
+        assert model  # a name, or "unknown CPU" where none is found
         assert rest == kernels + (", native bfloat16" if native else "")

@@ -33,6 +33,18 @@ def test_the_replay_recovers_each_rows_returns():
     assert max(abs(a - b) for a, b in zip(got[::20], RISE_THEN_FLAT[1:])) < 0.2
 
 
+def test_noise_keeps_each_rows_mean():
+    rows = plateau_replay.replayable(curve(RISE_THEN_FLAT))
+    got = np.array([ret for _, ret in plateau_replay.episodes(rows, 3.0, seed=0)])
+    by_row = got.reshape(39, 20)
+    assert by_row.std(axis=1).min() > 1  # noise was added ...
+    assert np.abs(by_row.mean(axis=1) - RISE_THEN_FLAT[1:]).max() < 0.2  # ... centred
+    estimated = plateau_replay.first_cut(curve(RISE_THEN_FLAT), 100_000, 2, None, 0)
+    assert estimated == plateau_replay.first_cut(
+        curve(RISE_THEN_FLAT), 100_000, 2, 0, 0
+    )
+
+
 def test_the_spread_of_returns_is_estimated_through_a_steady_rise():
     rng, mean, rows = np.random.default_rng(1), -20.0, []
     for i in range(100):  # 30 episodes a row, std 3, rising 1.5 a row: a first
@@ -82,3 +94,8 @@ def test_the_command_prints_each_setting_and_refuses_an_unknown_result(
     assert plateau_replay.main(["nothing-here"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: no result")
+    result["curve"] = curve(RISE_THEN_FLAT, lr_from=4)  # a cut at minute 5
+    (tmp_path / "made.json").write_text(json.dumps(result))
+    assert plateau_replay.main(["made"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has 4 log rows" in err
