@@ -199,12 +199,21 @@ def read_forks(main_dir: Path, forks_dir: Path, main_log) -> tuple[dict, list]:
     return dict(sorted(forks.items(), key=lambda item: item[1]["start"])), groups
 
 
+def row_mask(log, start, end):
+    """Which rows (each from the previous log line to its own) lie inside [start,
+    end] and ended episodes: a boolean per log line after the first."""
+    steps, new = log["agent_steps"], np.diff(log["episodes"])
+    return (steps[:-1] >= start) & (steps[1:] <= end) & (new > 0)
+
+
 def row_means(log, start, end):
-    """For every row inside [start, end] that ended episodes: own_mean of its
-    episodes, own_stderr, and their count."""
-    mean, steps, episodes = log["mean_return"], log["agent_steps"], log["episodes"]
-    new = np.diff(episodes)
-    rows = (steps[:-1] >= start) & (steps[1:] <= end) & (new > 0)
+    """For every row inside [start, end] that ended episodes (`row_mask`): own_mean
+    of its episodes, own_stderr, and their count."""
+    mean, new, rows = (
+        log["mean_return"],
+        np.diff(log["episodes"]),
+        row_mask(log, start, end),
+    )
     own = own_mean(mean[:-1][rows], mean[1:][rows], new[rows])
     return own, np.array([own_stderr(n) for n in new[rows]]), new[rows]
 

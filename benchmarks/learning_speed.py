@@ -338,11 +338,8 @@ def pair_line(old: dict, new: dict) -> tuple[float, float, str]:
     more than one setting)."""
     ratio, gap = new["agent_steps"] / old["agent_steps"], eval_gap(new, old)
     names = f"{new['name']} / {old['name']}"
-    return (
-        ratio,
-        gap,
-        f"agent steps, {names}: {ratio:.2f}; evaluation gap {gap:+.1f} SE",
-    )
+    line = f"agent steps, {names}: {ratio:.2f}; evaluation gap {gap:+.1f} SE"
+    return ratio, gap, line
 
 
 def first_reaching(curve: list[dict], key: str, score: float) -> float | None:

@@ -36,7 +36,7 @@ from a3c_core.optim import Plateau
 if __package__ in (None, ""):  # run as a script: the repository root holds benchmarks/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.forks import as_columns, row_means
+from benchmarks.forks import as_columns, row_mask, row_means
 from benchmarks.learning_speed import RESULTS, lr_changes
 
 MIN_ROWS = 5  # local_spread needs three rows' means, and the first row gives none
@@ -75,8 +75,8 @@ def episodes(rows: list[dict], spread: float | None, seed: int):
     rng = np.random.default_rng(seed)
     log = as_columns(rows)
     own, scale, counts = row_means(log, -np.inf, np.inf)
-    ended = np.diff(log["episodes"]) > 0
-    starts, ends = log["agent_steps"][:-1][ended], log["agent_steps"][1:][ended]
+    kept = row_mask(log, -np.inf, np.inf)  # the rows row_means gave, in order
+    starts, ends = log["agent_steps"][:-1][kept], log["agent_steps"][1:][kept]
     spreads = local_spread(own, scale) if spread is None else np.full(len(own), spread)
     for mean, sd, count, a, b in zip(own, spreads, counts, starts, ends):
         count = int(round(count))
