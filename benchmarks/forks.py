@@ -209,11 +209,8 @@ def row_mask(log, start, end):
 def row_means(log, start, end):
     """For every row inside [start, end] that ended episodes (`row_mask`): own_mean
     of its episodes, own_stderr, and their count."""
-    mean, new, rows = (
-        log["mean_return"],
-        np.diff(log["episodes"]),
-        row_mask(log, start, end),
-    )
+    mean, new = log["mean_return"], np.diff(log["episodes"])
+    rows = row_mask(log, start, end)
     own = own_mean(mean[:-1][rows], mean[1:][rows], new[rows])
     return own, np.array([own_stderr(n) for n in new[rows]]), new[rows]
 
