@@ -38,6 +38,13 @@ class A3CConfig:
     """Environments one worker steps in lockstep and batches through the network.
     1 is classic A3C; more amortises the network over a batch (faster per step)."""
 
+    learn_groups: int = 1
+    """Updates a worker makes from one rollout: it splits its games into this many
+    equal groups and steps the shared optimizer once per group, every gradient taken
+    at the weights it acted with (1: one update per rollout). More updates per agent
+    step, as fewer games per worker give, while acting keeps its large batches. Must
+    divide envs_per_worker."""
+
     rollout_len: int = 20
     """Agent steps per environment between two updates (truncated BPTT length)."""
 
@@ -180,6 +187,11 @@ def _problems(cfg: A3CConfig) -> list[str]:
     checks = [
         (1 <= cfg.num_workers <= 1024, "num_workers must be in 1..1024"),
         (1 <= cfg.envs_per_worker <= 1024, "envs_per_worker must be in 1..1024"),
+        (
+            1 <= cfg.learn_groups <= cfg.envs_per_worker
+            and cfg.envs_per_worker % cfg.learn_groups == 0,
+            "learn_groups must divide envs_per_worker (say 1, 2 or 4 of 8 games)",
+        ),
         (1 <= cfg.rollout_len <= 10_000, "rollout_len must be in 1..10000"),
         (0.0 < cfg.gamma <= 1.0, "gamma must be in (0, 1]"),
         (0.0 <= cfg.gae_lambda <= 1.0, "gae_lambda must be in [0, 1]"),
@@ -246,6 +258,7 @@ SEED_PRESET = A3CConfig(
     # convolutions) never leaks into the seed's setup; values from baby-a3c.py
     num_workers=20,  # --processes 20
     envs_per_worker=1,
+    learn_groups=1,
     rollout_len=20,  # --rnn_steps 20
     gamma=0.99,
     gae_lambda=1.0,  # --tau 1.0

@@ -2,9 +2,10 @@
 
 A worker plays `envs_per_worker` games in lockstep with a local copy of the shared
 model, one batched forward pass per step (`collect`). Every `rollout_len` steps it
-makes one `update`: it computes the A3C loss of the rollout, backpropagates through
-it, clips its gradient and applies it to the shared model with the shared optimizer,
-without waiting for the other workers (Hogwild). Then it copies the shared weights
+makes one `update` (or one per group of its games, `learn_groups`): it computes the
+A3C loss of the rollout, backpropagates through it, clips its gradient and applies it
+to the shared model with the shared optimizer, without waiting for the other workers
+(Hogwild). Then it copies the shared weights
 back and goes on. It reports to the trainer with small events (`EpisodeEnd`,
 `UpdateDone`, `WorkerFailed`) on a queue.
 
@@ -202,24 +203,50 @@ def learn(model, rollout, bootstrap, cfg):
     return terms
 
 
-def update(
-    model, shared_model, optimizer, rollout, bootstrap, cfg, counters=None, fence=None
-) -> LossTerms:
-    """One asynchronous update: learn from the rollout, hand the gradient to the
-    shared model, step the shared optimizer (no lock between workers: Hogwild,
-    chapter 4), count the update in `counters` and copy the new shared weights
-    back. The step and its count hold the `fence` (shared with the other workers),
-    so a checkpoint sees both or neither. bootstrap (K) = V(s_T); returns the
-    `LossTerms`.
+def split_games(rollout, bootstrap, groups):
+    """The rollout's K games in `groups` equal parts, in order: a `Rollout` of
+    K / groups games and its bootstrap values for each (the rollout itself if 1).
 
     Book: chapter 5.
     """
-    terms = learn(model, rollout, bootstrap, cfg)
-    hand_over_grads(model, shared_model)
-    with fence.held() if fence else contextlib.nullcontext():  # see UpdateFence
-        optimizer.step()
-        if counters is not None:
-            counters.add(steps=rollout.actions.numel(), updates=1)  # T * K steps
+    if groups == 1:
+        return [(rollout, bootstrap)]
+    (T, K), r = rollout.actions.shape, rollout
+    parts = []
+    for games in torch.arange(K).chunk(groups):
+        games = slice(games[0].item(), games[-1].item() + 1)
+        layers = [  # (T * K, C, H, W) -> (T * k, C, H, W), as the convs want it
+            x.unflatten(0, (T, K))[:, games]
+            .flatten(0, 1)
+            .contiguous(memory_format=torch.channels_last)
+            for x in r.activations
+        ]
+        columns = (c[:, games] for c in (r.resets, r.actions, r.rewards, r.dones))
+        parts.append((Rollout(layers, r.start_hx[games], *columns), bootstrap[games]))
+    return parts
+
+
+def update(
+    model, shared_model, optimizer, rollout, bootstrap, cfg, counters=None, fence=None
+) -> list[LossTerms]:
+    """Asynchronous updates from one rollout: for each group of its games
+    (`cfg.learn_groups`, `split_games`) learn, hand the gradient to the shared
+    model, step the shared optimizer (no lock between workers: Hogwild, chapter 4)
+    and count the update in `counters`; then copy the new shared weights back. So
+    every group's gradient is taken at the weights the worker acted with. A step
+    and its count hold the `fence` (shared with the other workers), so a checkpoint
+    sees both or neither. bootstrap (K) = V(s_T); returns each update's `LossTerms`.
+
+    Book: chapter 5.
+    """
+    terms = []
+    for part, part_bootstrap in split_games(rollout, bootstrap, cfg.learn_groups):
+        terms.append(learn(model, part, part_bootstrap, cfg))
+        hand_over_grads(model, shared_model)
+        with fence.held() if fence else contextlib.nullcontext():  # see UpdateFence
+            optimizer.step()
+            if counters is not None:  # T * K / learn_groups agent steps
+                counters.add(steps=part.actions.numel(), updates=1)
     pull_params(model, shared_model)
     return terms
 
@@ -254,7 +281,7 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop, fence
         cuts = counters.lr_cuts.value  # plateau cuts so far (the trainer makes them)
         set_lr(optimizer, scheduled_lr(cfg, counters.steps.value, cuts))
         loss_cfg = scheduled_bonus(cfg, cuts)  # cfg, or a copy with a smaller bonus
-        terms = update(
+        updates = update(
             model,
             shared_model,
             optimizer,
@@ -265,8 +292,9 @@ def run_worker(rank, cfg, shared_model, optimizer, counters, events, stop, fence
             fence,
         )
         del rollout  # frees its activations before the next rollout allocates its own
-        loss = terms.total.item()
-        events.put(UpdateDone(loss, terms.policy, terms.value, terms.entropy))
+        for terms in updates:
+            loss = terms.total.item()
+            events.put(UpdateDone(loss, terms.policy, terms.value, terms.entropy))
     envs.close()
 
 

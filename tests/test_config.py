@@ -36,6 +36,9 @@ def test_config_is_frozen():
         {"gamma": 1.5},
         {"gae_lambda": -0.1},
         {"rollout_len": 0},
+        {"learn_groups": 0},
+        {"learn_groups": 3},  # does not divide the 8 games of a worker
+        {"learn_groups": 16},
         {"max_grad_norm": 0.0},
         {"total_steps": 0},
         {"lr_plateau_factor": 1.0},

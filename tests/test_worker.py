@@ -1,3 +1,4 @@
+import copy
 import multiprocessing as mp
 import queue
 import threading
@@ -19,6 +20,8 @@ from a3c_core.worker import (
     collect,
     learn,
     run_worker,
+    split_games,
+    update,
 )
 
 
@@ -140,3 +143,52 @@ def test_the_worker_learns_with_the_entropy_bonus_the_plateau_cuts_left():
         expected = d.policy_loss + 0.5 * d.value_loss - bonus * d.entropy
         assert d.loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
         assert d.entropy > 1.0  # a bonus that matters: the policy is still uncertain
+
+
+def test_learn_groups_make_one_update_per_group_from_the_acting_weights():
+    """learn_groups=2 on 4 games: two shared Adam steps, each with the gradient of
+    its two games at the weights the worker acted with, as if two workers had
+    acted with the same weights and each learned from its own games."""
+    torch.manual_seed(0)
+    T, K = 3, 4
+    cfg = A3CConfig(envs_per_worker=K, learn_groups=2)
+    acting = ActorCritic(6).to(memory_format=torch.channels_last)
+    frames, start_hx = torch.rand(T, K, 1, 80, 80), torch.rand(K, 256)
+    resets, dones = torch.rand(T, K) < 0.3, torch.rand(T, K) < 0.3
+    actions, rewards = torch.randint(6, (T, K)), torch.randn(T, K).clamp(-1, 1)
+    bootstrap = torch.randn(K)
+
+    def rollout_of(games):  # acted on these games alone
+        layers = [torch.cat(c) for c in zip(*map(acting.activations, frames[:, games]))]
+        columns = (c[:, games] for c in (resets, actions, rewards, dones))
+        return Rollout(layers, start_hx[games], *columns)
+
+    expected = copy.deepcopy(acting)
+    optimizer = SharedAdam(expected.parameters(), lr=cfg.lr)
+    for games in (slice(0, 2), slice(2, 4)):
+        local = copy.deepcopy(acting)
+        learn(local, rollout_of(games), bootstrap[games], cfg)
+        for p, q in zip(local.parameters(), expected.parameters()):
+            q.grad = p.grad
+        optimizer.step()
+
+    parts = split_games(rollout_of(slice(0, K)), bootstrap, 2)
+    for (part, values), games in zip(parts, (slice(0, 2), slice(2, 4))):
+        for got, want in zip(part.activations, rollout_of(games).activations):
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(got, want)
+        torch.testing.assert_close(values, bootstrap[games])
+    model, shared = copy.deepcopy(acting), copy.deepcopy(acting).share_memory()
+    optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    counters = SharedCounters(mp.get_context("spawn"))
+    rollout = rollout_of(slice(0, K))
+    terms = update(model, shared, optimizer, rollout, bootstrap, cfg, counters)
+    assert len(terms) == 2
+    assert (counters.steps.value, counters.updates.value) == (T * K, 2)
+    for p, q, r in zip(shared.parameters(), expected.parameters(), model.parameters()):
+        torch.testing.assert_close(p, q)
+        assert torch.equal(p, r)  # the worker goes on with the new shared weights
+    moved = [
+        not torch.equal(p, a) for p, a in zip(shared.parameters(), acting.parameters())
+    ]
+    assert all(moved)  # both groups' steps reached every parameter
