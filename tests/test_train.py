@@ -54,6 +54,19 @@ def test_two_workers_train_then_resume_with_counters_continuing(tmp_path):
     assert float(rows[-1]["elapsed_s"]) > float(rows[first.log_rows - 1]["elapsed_s"])
 
 
+def test_learn_groups_make_one_update_per_group_and_log_losses_per_agent_step(
+    tmp_path,
+):
+    cfg = A3CConfig(total_steps=1000, **{**QUICK, "learn_groups": 2})
+    result = train(cfg, tmp_path, show_progress=False)
+    assert result.updates == result.agent_steps // 10  # 10 steps x 1 game each
+    assert checkpoint(tmp_path)["optimizer"]["state"][0]["step"] == result.updates
+    entropies = [float(r["entropy"]) for r in read_log(tmp_path) if r["entropy"]]
+    # per agent step, at most ln 6 (Pong's 6 actions), and near it at first: the
+    # young policy is near uniform (a divisor twice too large would give about 0.9)
+    assert entropies[0] > 1.5 and all(e <= 1.7918 for e in entropies)
+
+
 def start_cli_run(run_dir, *extra):
     """Start a CLI training run in its own process group; its output goes to files.
 
