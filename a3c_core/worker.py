@@ -5,9 +5,8 @@ model, one batched forward pass per step (`collect`). Every `rollout_len` steps 
 makes one `update` (or one per group of its games, `learn_groups`): it computes the
 A3C loss of the rollout, backpropagates through it, clips its gradient and applies it
 to the shared model with the shared optimizer, without waiting for the other workers
-(Hogwild). Then it copies the shared weights
-back and goes on. It reports to the trainer with small events (`EpisodeEnd`,
-`UpdateDone`, `WorkerFailed`) on a queue.
+(Hogwild). Then it copies the shared weights back and goes on. It reports to the
+trainer with small events (`EpisodeEnd`, `UpdateDone`, `WorkerFailed`) on a queue.
 
 It acts without an autograd graph but keeps every layer's activations, and learns
 by replaying the rollout (chapter 2): the convolutions' backward pass runs once for
@@ -213,8 +212,8 @@ def split_games(rollout, bootstrap, groups):
         return [(rollout, bootstrap)]
     (T, K), r = rollout.actions.shape, rollout
     parts = []
-    for games in torch.arange(K).chunk(groups):
-        games = slice(games[0].item(), games[-1].item() + 1)
+    for first in range(0, K, K // groups):
+        games = slice(first, first + K // groups)
         layers = [  # (T * K, C, H, W) -> (T * k, C, H, W), as the convs want it
             x.unflatten(0, (T, K))[:, games]
             .flatten(0, 1)
