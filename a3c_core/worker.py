@@ -202,6 +202,22 @@ def learn(model, rollout, bootstrap, cfg):
     return terms
 
 
+def channels_last_copy(x):
+    """(T, k, C, H, W) -> (T * k, C, H, W) channels_last, as the convolutions' backward
+    wants it, in one copy (`flatten` then `contiguous` would copy twice, through the
+    other memory format).
+
+    Book: chapter 5.
+    """
+    out = torch.empty(
+        (x.shape[0] * x.shape[1], *x.shape[2:]),
+        dtype=x.dtype,
+        memory_format=torch.channels_last,
+    )
+    out.unflatten(0, x.shape[:2]).copy_(x)
+    return out
+
+
 def split_games(rollout, bootstrap, groups):
     """The rollout's K games in `groups` equal parts, in order: a `Rollout` of
     K / groups games and its bootstrap values for each (the rollout itself if 1).
@@ -214,11 +230,8 @@ def split_games(rollout, bootstrap, groups):
     parts = []
     for first in range(0, K, K // groups):
         games = slice(first, first + K // groups)
-        layers = [  # (T * K, C, H, W) -> (T * k, C, H, W), as the convs want it
-            x.unflatten(0, (T, K))[:, games]
-            .flatten(0, 1)
-            .contiguous(memory_format=torch.channels_last)
-            for x in r.activations
+        layers = [
+            channels_last_copy(x.unflatten(0, (T, K))[:, games]) for x in r.activations
         ]
         columns = (c[:, games] for c in (r.resets, r.actions, r.rewards, r.dones))
         parts.append((Rollout(layers, r.start_hx[games], *columns), bootstrap[games]))

@@ -17,6 +17,7 @@ from a3c_core.worker import (
     Rollout,
     SharedCounters,
     UpdateDone,
+    channels_last_copy,
     collect,
     learn,
     run_worker,
@@ -192,3 +193,13 @@ def test_learn_groups_make_one_update_per_group_from_the_acting_weights():
         not torch.equal(p, a) for p, a in zip(shared.parameters(), acting.parameters())
     ]
     assert all(moved)  # both groups' steps reached every parameter
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+def test_a_group_of_games_is_copied_once_into_channels_last(dtype):
+    frames = torch.arange(3 * 4 * 2 * 5 * 5).reshape(3 * 4, 2, 5, 5).to(dtype)
+    x = frames.contiguous(memory_format=torch.channels_last).unflatten(0, (3, 4))
+    out = channels_last_copy(x[:, 1:3])  # games 1 and 2 of 4, 3 steps
+    assert out.dtype == dtype and out.shape == (6, 2, 5, 5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, frames.unflatten(0, (3, 4))[:, 1:3].flatten(0, 1))
