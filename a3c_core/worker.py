@@ -205,10 +205,7 @@ def learn(model, rollout, bootstrap, cfg):
 def channels_last_copy(x):
     """(T, k, C, H, W) -> (T * k, C, H, W) channels_last, as the convolutions' backward
     wants it, in one copy (`flatten` then `contiguous` would copy twice, through the
-    other memory format).
-
-    Book: chapter 5.
-    """
+    other memory format)."""
     out = torch.empty(
         (x.shape[0] * x.shape[1], *x.shape[2:]),
         dtype=x.dtype,
