@@ -196,7 +196,7 @@ def test_learn_groups_make_one_update_per_group_from_the_acting_weights():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
-def test_a_group_of_games_is_copied_once_into_channels_last(dtype):
+def test_a_group_of_games_is_copied_into_channels_last_with_its_values(dtype):
     frames = torch.arange(3 * 4 * 2 * 5 * 5).reshape(3 * 4, 2, 5, 5).to(dtype)
     x = frames.contiguous(memory_format=torch.channels_last).unflatten(0, (3, 4))
     out = channels_last_copy(x[:, 1:3])  # games 1 and 2 of 4, 3 steps
