@@ -7,10 +7,12 @@ Measures, in one run and on one game:
   (c) default:     the real trainer with the default A3CConfig;
   (d) auto:        the same with conv_dtype=auto (bfloat16 convolutions where the
                    CPU has them natively, float32 elsewhere);
-then the ratios c/a, c/b and d/c, inference speed on one core (`a3c_core.play.evaluate`,
-and the network's forward pass alone) and where one worker's time goes (the
-package's own `run_worker`, its parts timed where it calls them). Writes
-benchmarks/throughput.json.
+  (e) learn_groups_4: the default with learn_groups=4 (4 updates per rollout, each
+                   on 2 of a worker's 8 games: issue 19's candidate);
+then the ratios c/a, c/b, d/c and e/c, inference speed on one core
+(`a3c_core.play.evaluate`, and the network's forward pass alone) and where one
+worker's time goes, for (c) and (e) (the package's own `run_worker`, its parts timed
+where it calls them). Writes benchmarks/throughput.json.
 
     python benchmarks/throughput.py --env Pong-v4 --seconds 40
 
@@ -75,7 +77,7 @@ def env_limit(cfg: A3CConfig, seconds: float) -> float:
 
 
 def trainer_rate(cfg: A3CConfig, seconds: float, warmup: float = 20.0) -> float:
-    """(b), (c), (d): run the real CLI trainer, then average its logged steps/s."""
+    """(b) to (e): run the real CLI trainer, then average its logged steps/s."""
     with tempfile.TemporaryDirectory() as run_dir:
         flags = [
             f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(cfg).items()
@@ -222,9 +224,15 @@ def main() -> None:
     default = A3CConfig(env_id=args.env)
     classic = dataclasses.replace(default, envs_per_worker=1)
     auto = dataclasses.replace(default, conv_dtype="auto")
+    groups = dataclasses.replace(default, learn_groups=4)
     rates = {"env_limit": env_limit(default, args.seconds)}
     print(f"env_limit: {rates['env_limit']:.0f} steps/s", flush=True)
-    trainers = (("classic_a3c", classic), ("default", default), ("auto", auto))
+    trainers = (
+        ("classic_a3c", classic),
+        ("default", default),
+        ("auto", auto),
+        ("learn_groups_4", groups),
+    )
     for name, cfg in trainers:
         rates[name] = trainer_rate(cfg, args.seconds)
         print(f"{name}: {rates[name]:.0f} steps/s", flush=True)
@@ -239,16 +247,19 @@ def main() -> None:
             "default": dataclasses.asdict(default),
             "classic_a3c": {"envs_per_worker": 1},
             "auto": {"conv_dtype": "auto"},
+            "learn_groups_4": {"learn_groups": 4},
         },
         "steps_per_s": rates,
         "ratios": {
             "default_over_env_limit": rates["default"] / rates["env_limit"],
             "default_over_classic": rates["default"] / rates["classic_a3c"],
             "auto_over_default": rates["auto"] / rates["default"],
+            "learn_groups_4_over_default": rates["learn_groups_4"] / rates["default"],
         },
         "inference_steps_per_s_one_core": inference_rate(default),
         "network_forward_steps_per_s_one_core": network_rate(default),
         "breakdown_ms_per_step": breakdown(default),
+        "breakdown_ms_per_step_learn_groups_4": breakdown(groups),
     }
     print(json.dumps(report, indent=2))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,14 +1,15 @@
 """The benchmark script must keep working as the worker changes (its numbers are not
 tested: they depend on the machine)."""
 
-import dataclasses
+import pytest
 
 from a3c_core.config import A3CConfig
 from benchmarks import throughput
 
 
-def test_breakdown_times_every_part_of_the_worker_loop():
-    cfg = dataclasses.replace(A3CConfig(), envs_per_worker=2, rollout_len=5)
+@pytest.mark.parametrize("learn_groups", [1, 2])
+def test_breakdown_times_every_part_of_the_worker_loop(learn_groups):
+    cfg = A3CConfig(envs_per_worker=2, rollout_len=5, learn_groups=learn_groups)
     parts = throughput.breakdown(cfg, updates=2)
     assert set(parts) == {
         "acting (forward)",
