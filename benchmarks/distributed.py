@@ -235,8 +235,9 @@ def main() -> None:
         "--node-rate",
         type=float,
         default=2113.0,
-        help="agent steps/s of one machine in the model (default: the 2x8 rate of "
-        "benchmarks/throughput.json, measured on this kind of machine when idle)",
+        help="agent steps/s of one machine in the model (default: the 2x8 rate "
+        "benchmarks/throughput.py measured on an idle AMD EPYC with AVX-512, "
+        "2026-11-29)",
     )
     args = parser.parse_args()
     runs = [
