@@ -8,7 +8,7 @@ Measures, in one run and on one game:
   (d) auto:        the same with conv_dtype=auto (bfloat16 convolutions where the
                    CPU has them natively, float32 elsewhere);
   (e) learn_groups_4: the default with learn_groups=4 (4 updates per rollout, each
-                   on 2 of a worker's 8 games: issue 19's candidate);
+                   on 2 of a worker's 8 games: a setting issue 19 screened);
 then the ratios c/a, c/b, d/c and e/c, inference speed on one core
 (`a3c_core.play.evaluate`, and the network's forward pass alone) and where one
 worker's time goes, for (c) and (e) (the package's own `run_worker`, its parts timed
