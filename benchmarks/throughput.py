@@ -12,7 +12,8 @@ Measures, in one run and on one game:
 then the ratios c/a, c/b, d/c and e/c, inference speed on one core
 (`a3c_core.play.evaluate`, and the network's forward pass alone) and where one
 worker's time goes, for (c) and (e) (the package's own `run_worker`, its parts timed
-where it calls them). Writes benchmarks/throughput.json.
+where it calls them), alone and beside a second worker training the same shared model
+and optimizer, as in the trainer. Writes benchmarks/throughput.json.
 
     python benchmarks/throughput.py --env Pong-v4 --seconds 40
 
@@ -45,7 +46,7 @@ from a3c_core.network import ActorCritic, cpu_description
 from a3c_core.play import evaluate
 from a3c_core.runs import read_log
 from a3c_core.train import MALLOC_TUNING
-from a3c_core.worker import SharedCounters
+from a3c_core.worker import SharedCounters, UpdateDone, WorkerFailed, worker_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,20 +154,57 @@ class PartTimer:
         return timed_update
 
 
-def breakdown(cfg: A3CConfig, updates: int = 30, warmup: int = 2) -> dict[str, float]:
+class OtherWorker:
+    """A real worker process (`worker_main`, rank 1) training the given shared model
+    and optimizer, with its own counters, until `stop`: the company a timed worker
+    has in a run with two. Returns once it has made its first update."""
+
+    def __init__(self, cfg: A3CConfig, shared, optimizer):
+        ctx = mp.get_context("spawn")
+        self.events, self.stopped = ctx.Queue(), ctx.Event()
+        # kept: the shared memory of counters nobody holds here is reused by the next
+        self.counters = SharedCounters(ctx)
+        args = (1, cfg, shared, optimizer, self.counters, self.events)
+        self.process = ctx.Process(target=worker_main, args=(*args, self.stopped))
+        self.process.start()
+        event = None
+        while not isinstance(event, UpdateDone):
+            if isinstance(event, WorkerFailed) or not self.process.is_alive():
+                raise RuntimeError(f"the other worker stopped: {event}")
+            try:
+                event = self.events.get(timeout=1)
+            except queue.Empty:
+                pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+        while self.process.is_alive():  # drain: its queue must empty before it exits
+            try:
+                self.events.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self.process.join()
+
+
+def breakdown(
+    cfg: A3CConfig, updates: int = 30, warmup: int = 2, beside: bool = False
+) -> dict[str, float]:
     """Milliseconds per agent step of one worker's parts: the package's own
     `run_worker` on one core, timed where it calls `collect`, `update`, the games,
-    `learn`, the gradient hand-over, the optimizer step and the weight sync."""
+    `learn`, the gradient hand-over, the optimizer step and the weight sync. With
+    `beside`, a second real worker trains the same shared model and optimizer
+    meanwhile, as in a run with two workers."""
     from a3c_core import worker
     from a3c_core.optim import SharedAdam
     from a3c_core.preprocess import prepro
 
     torch.set_num_threads(1)
     K, T = cfg.envs_per_worker, cfg.rollout_len
-    cfg = dataclasses.replace(cfg, total_steps=(warmup + updates) * T * K)
     shared = ActorCritic(num_actions(cfg.env_id), cfg.hidden_size)
     shared = shared.to(memory_format=torch.channels_last).share_memory()
     optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    other = OtherWorker(cfg, shared, optimizer) if beside else None
+    cfg = dataclasses.replace(cfg, total_steps=(warmup + updates) * T * K)
     watch = PartTimer(warmup)
     optimizer.step = watch.timed("optimizer step", optimizer.step)
     parts = {
@@ -180,6 +218,8 @@ def breakdown(cfg: A3CConfig, updates: int = 30, warmup: int = 2) -> dict[str, f
     counters = SharedCounters(mp.get_context("spawn"))
     with mock.patch.multiple(worker, **parts):
         worker.run_worker(0, cfg, shared, optimizer, counters, queue.Queue(), Event())
+    if other is not None:
+        other.stop()
     totals = watch.totals
     environment = totals.pop("environment + preprocessing")
     totals["acting (forward)"] = totals.pop("acting + environment") - environment
@@ -260,6 +300,10 @@ def main() -> None:
         "network_forward_steps_per_s_one_core": network_rate(default),
         "breakdown_ms_per_step": breakdown(default),
         "breakdown_ms_per_step_learn_groups_4": breakdown(groups),
+        "breakdown_ms_per_step_beside_another": breakdown(default, beside=True),
+        "breakdown_ms_per_step_learn_groups_4_beside_another": breakdown(
+            groups, beside=True
+        ),
     }
     print(json.dumps(report, indent=2))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -2,15 +2,19 @@
 tested: they depend on the machine)."""
 
 import pytest
+import torch
 
 from a3c_core.config import A3CConfig
+from a3c_core.envs import num_actions
+from a3c_core.network import ActorCritic
+from a3c_core.optim import SharedAdam
 from benchmarks import throughput
 
 
-@pytest.mark.parametrize("learn_groups", [1, 2])
-def test_breakdown_times_every_part_of_the_worker_loop(learn_groups):
+@pytest.mark.parametrize("learn_groups, beside", [(1, False), (2, False), (2, True)])
+def test_breakdown_times_every_part_of_the_worker_loop(learn_groups, beside):
     cfg = A3CConfig(envs_per_worker=2, rollout_len=5, learn_groups=learn_groups)
-    parts = throughput.breakdown(cfg, updates=2)
+    parts = throughput.breakdown(cfg, updates=2, beside=beside)
     assert set(parts) == {
         "acting (forward)",
         "learning (replay, loss, backward)",
@@ -25,3 +29,16 @@ def test_breakdown_times_every_part_of_the_worker_loop(learn_groups):
 def test_network_rate_counts_agent_steps():
     rate = throughput.network_rate(A3CConfig(), batch=2, seconds=0.2)
     assert 10 < rate < 1e6
+
+
+def test_the_other_worker_trains_the_shared_model_until_stopped():
+    cfg = A3CConfig(envs_per_worker=2, rollout_len=5)
+    shared = ActorCritic(num_actions(cfg.env_id)).share_memory()
+    optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    before = [p.detach().clone() for p in shared.parameters()]
+    other = throughput.OtherWorker(cfg, shared, optimizer)  # returns after an update
+    other.stop()
+    assert not other.process.is_alive() and other.process.exitcode == 0
+    steps = {float(state["step"]) for state in optimizer.state.values()}
+    assert min(steps) >= 1  # Adam stepped every parameter in the shared state
+    assert any(not torch.equal(a, b) for a, b in zip(before, shared.parameters()))
