@@ -165,7 +165,9 @@ class OtherWorker:
         # kept: the shared memory of counters nobody holds here is reused by the next
         self.counters = SharedCounters(ctx)
         args = (1, cfg, shared, optimizer, self.counters, self.events)
-        self.process = ctx.Process(target=worker_main, args=(*args, self.stopped))
+        self.process = ctx.Process(
+            target=worker_main, args=(*args, self.stopped), daemon=True
+        )
         self.process.start()
         event = None
         while not isinstance(event, UpdateDone):
@@ -216,10 +218,13 @@ def breakdown(
         "pull_params": watch.timed("sync weights", worker.pull_params),
     }
     counters = SharedCounters(mp.get_context("spawn"))
-    with mock.patch.multiple(worker, **parts):
-        worker.run_worker(0, cfg, shared, optimizer, counters, queue.Queue(), Event())
-    if other is not None:
-        other.stop()
+    try:
+        with mock.patch.multiple(worker, **parts):
+            args = (0, cfg, shared, optimizer, counters, queue.Queue(), Event())
+            worker.run_worker(*args)
+    finally:
+        if other is not None:
+            other.stop()
     totals = watch.totals
     environment = totals.pop("environment + preprocessing")
     totals["acting (forward)"] = totals.pop("acting + environment") - environment
