@@ -35,10 +35,16 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 from a3c_core.checkpoint import load_training_checkpoint
 from a3c_core.runs import CHANGES, CHECKPOINT, CONFIG, LOG, MODEL, read_log
+
+if __package__ in (None, ""):  # run as a script: the repository root holds benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.forks import span_means  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "learning_speed"
@@ -340,6 +346,30 @@ def pair_line(old: dict, new: dict) -> tuple[float, float, str]:
     names = f"{new['name']} / {old['name']}"
     line = f"agent steps, {names}: {ratio:.2f}; evaluation gap {gap:+.1f} SE"
     return ratio, gap, line
+
+
+HOURS = ((0, 60), (60, 120))  # minutes: a 120-minute run's first and second hour
+Pair = namedtuple("Pair", "per_step spans ratio gap text")
+
+
+def describe_pair(old, new, marks, minutes=(60, 120), spans=HOURS, digits=1) -> Pair:
+    """A pair's two results side by side: each one's running mean at the marks
+    (describe) and the mean return of all its training episodes in each span of
+    minutes it reached (span_means), then the pair's ratio and evaluation gap
+    (pair_line). per_step and spans are (old's, new's); text is what to print."""
+    per_step, means, lines = [], [], []
+    for run in (old, new):
+        at, line = describe(run, marks, minutes)
+        last = run["curve"][-1]["minutes"]
+        reached_spans = [(a, b) for a, b in spans if b <= last]
+        means.append(span_means(run["curve"], reached_spans))
+        shown = ", ".join(
+            f"{a}-{b} {v:.{digits}f}" for (a, b), v in zip(reached_spans, means[-1])
+        )
+        lines.append(f"{line}; episodes of minutes {shown}" if shown else line)
+        per_step.append(at)
+    ratio, gap, line = pair_line(old, new)
+    return Pair(tuple(per_step), tuple(means), ratio, gap, "\n".join([*lines, line]))
 
 
 def first_reaching(curve: list[dict], key: str, score: float) -> float | None:
