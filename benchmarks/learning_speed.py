@@ -475,7 +475,8 @@ def lr_changes(curve: list[dict]) -> list[dict]:
     return [b for a, b in zip(rows, rows[1:]) if b["lr"] != a["lr"]]
 
 
-LINE_STYLES = ("-", "--", ":")
+# twenty colors in each style: no two of a game's first 80 runs look alike
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def figure(results: list[dict]):
@@ -483,18 +484,19 @@ def figure(results: list[dict]):
     import matplotlib.pyplot as plt
 
     games = sorted({r["env_id"] for r in results})
-    fig, axes = plt.subplots(len(games), 2, figsize=(11, 3.6 * len(games)),
-                             squeeze=False)  # fmt: skip
+    runs_of = {g: [r for r in results if r["env_id"] == g] for g in games}
+    # each row tall enough for its legend, which sits right of the plots
+    heights = [max(3.6, 0.17 * len(runs)) for runs in runs_of.values()]
+    fig, axes = plt.subplots(len(games), 2, figsize=(14, sum(heights)), squeeze=False,
+                             height_ratios=heights, layout="constrained")  # fmt: skip
     for row, game in zip(axes, games):
-        runs = [r for r in results if r["env_id"] == game]
-        for i, r in enumerate(runs):
+        for i, r in enumerate(runs_of[game]):
             pts = [p for p in r["curve"] if p["mean_return"] is not None]
             ys = [p["mean_return"] for p in pts]
             label = f"{r['name']} (cores: {r['cores'] or 'all'})"
-            # ten colors, then the same ten dashed, then dotted: no two runs alike
-            style = {"label": label, "linestyle": LINE_STYLES[i // 10 % 3]}
-            line = row[0].plot([p["minutes"] for p in pts], ys, **style)[0]
-            style["color"] = line.get_color()
+            color, linestyle = plt.cm.tab20(i % 20), LINE_STYLES[i // 20]
+            style = {"label": label, "color": color, "linestyle": linestyle}
+            row[0].plot([p["minutes"] for p in pts], ys, **style)
             row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, **style)
             cut = {"marker": "v", "color": style["color"]}
             for p in lr_changes(pts):  # a plateau cut: a marker on the curve
@@ -502,8 +504,7 @@ def figure(results: list[dict]):
                 row[1].plot(p["agent_steps"] / 1e6, p["mean_return"], **cut)
         row[0].set(xlabel="training minutes", ylabel=f"{game} running mean")
         row[1].set(xlabel="agent steps (millions)")
-        row[0].legend(fontsize=7)
-    fig.tight_layout()
+        row[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
 
 
