@@ -494,7 +494,7 @@ def figure(results: list[dict]):
             pts = [p for p in r["curve"] if p["mean_return"] is not None]
             ys = [p["mean_return"] for p in pts]
             label = f"{r['name']} (cores: {r['cores'] or 'all'})"
-            color, linestyle = plt.cm.tab20(i % 20), LINE_STYLES[i // 20]
+            color, linestyle = plt.cm.tab20(i % 20), LINE_STYLES[i // 20 % 4]
             style = {"label": label, "color": color, "linestyle": linestyle}
             row[0].plot([p["minutes"] for p in pts], ys, **style)
             row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, **style)
