@@ -260,6 +260,14 @@ def network_rate(cfg: A3CConfig, batch: int = 8, seconds: float = 10.0) -> float
     return steps / (time.perf_counter() - start)
 
 
+# each variant measured against the default: what it changes
+VARIANTS = {
+    "classic_a3c": {"envs_per_worker": 1},
+    "auto": {"conv_dtype": "auto"},
+    "learn_groups_4": {"learn_groups": 4},
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="Pong-v4")
@@ -267,18 +275,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "throughput.json"))
     args = parser.parse_args()
     default = A3CConfig(env_id=args.env)
-    classic = dataclasses.replace(default, envs_per_worker=1)
-    auto = dataclasses.replace(default, conv_dtype="auto")
-    groups = dataclasses.replace(default, learn_groups=4)
+    cfgs = {"default": default}
+    cfgs.update({name: dataclasses.replace(default, **changes)
+                 for name, changes in VARIANTS.items()})  # fmt: skip
     rates = {"env_limit": env_limit(default, args.seconds)}
     print(f"env_limit: {rates['env_limit']:.0f} steps/s", flush=True)
-    trainers = (
-        ("classic_a3c", classic),
-        ("default", default),
-        ("auto", auto),
-        ("learn_groups_4", groups),
-    )
-    for name, cfg in trainers:
+    for name, cfg in cfgs.items():
         rates[name] = trainer_rate(cfg, args.seconds)
         print(f"{name}: {rates[name]:.0f} steps/s", flush=True)
     report = {
@@ -288,12 +290,7 @@ def main() -> None:
         "env_id": args.env,
         "cores": os.cpu_count(),
         "cpu": cpu_description(),
-        "configs": {
-            "default": dataclasses.asdict(default),
-            "classic_a3c": {"envs_per_worker": 1},
-            "auto": {"conv_dtype": "auto"},
-            "learn_groups_4": {"learn_groups": 4},
-        },
+        "configs": {"default": dataclasses.asdict(default), **VARIANTS},
         "steps_per_s": rates,
         "ratios": {
             "default_over_env_limit": rates["default"] / rates["env_limit"],
@@ -304,10 +301,10 @@ def main() -> None:
         "inference_steps_per_s_one_core": inference_rate(default),
         "network_forward_steps_per_s_one_core": network_rate(default),
         "breakdown_ms_per_step": breakdown(default),
-        "breakdown_ms_per_step_learn_groups_4": breakdown(groups),
+        "breakdown_ms_per_step_learn_groups_4": breakdown(cfgs["learn_groups_4"]),
         "breakdown_ms_per_step_beside_another": breakdown(default, beside=True),
         "breakdown_ms_per_step_learn_groups_4_beside_another": breakdown(
-            groups, beside=True
+            cfgs["learn_groups_4"], beside=True
         ),
     }
     print(json.dumps(report, indent=2))
