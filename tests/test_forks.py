@@ -8,21 +8,7 @@ import pytest
 
 from benchmarks import forks
 
-
-def running_log(returns, per_row, horizon=0.99, start=0.0):
-    """A log as the trainer writes it: the running mean after every `per_row`
-    episodes, one row per 1000 agent steps."""
-    means, m = [start], start
-    for i, r in enumerate(returns, 1):
-        m = horizon * m + (1 - horizon) * r
-        if i % per_row == 0:
-            means.append(m)
-    rows = len(means)
-    return {
-        "agent_steps": 1000.0 * np.arange(rows),
-        "episodes": per_row * np.arange(rows, dtype=float),
-        "mean_return": np.array(means),
-    }
+from synthetic_logs import curve_of, running_log
 
 
 def test_own_mean_recovers_the_weighted_mean_of_the_new_episodes():
@@ -38,10 +24,7 @@ def test_own_mean_recovers_the_weighted_mean_of_the_new_episodes():
 def test_span_means_are_the_episode_means_between_two_times_of_a_curve():
     returns = [-20.0] * 60 + [10.0] * 60  # two episodes per row, one row per minute
     log = running_log(returns, per_row=2)
-    curve = [
-        {"minutes": s / 1000, "agent_steps": s, "episodes": e, "mean_return": m}
-        for s, e, m in zip(log["agent_steps"], log["episodes"], log["mean_return"])
-    ]
+    curve = curve_of(log)
     curve.insert(0, {**curve[0], "mean_return": None})  # a row before any episode
     spans = ((0, 30), (30, 60), (15, 45))
     assert forks.span_means(curve, spans) == pytest.approx([-20, 10, -5])

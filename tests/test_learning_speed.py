@@ -8,6 +8,8 @@ import pytest
 
 from benchmarks import learning_speed
 
+from synthetic_logs import curve_of, running_log
+
 TINY = ["num_workers=1", "envs_per_worker=2", "rollout_len=5", "log_every=1"]
 
 
@@ -120,17 +122,11 @@ def test_a_pair_is_summed_up_by_its_step_ratio_and_evaluation_gap(bench):
     assert line == "agent steps, pong-bf16 / pong-default: 1.25; evaluation gap +2.1 SE"
 
 
-def running_curve(first_hour: float, second_hour: float, minutes: int) -> list[dict]:
-    """One log row a minute, 1,000 agent steps and two episodes each, returning
-    first_hour in the first hour and second_hour after; the running mean as logged."""
-    curve, mean = [], None
-    for minute in range(1, minutes + 1):
-        for _ in range(2):
-            ret = first_hour if minute <= 60 else second_hour
-            mean = ret if mean is None else 0.99 * mean + 0.01 * ret
-        curve.append({"minutes": float(minute), "agent_steps": 1000.0 * minute,
-                      "episodes": 2 * minute, "mean_return": mean})  # fmt: skip
-    return curve
+def two_hours(first_hour: float, second_hour: float, minutes: int) -> list[dict]:
+    """A curve of one row a minute, two episodes each, returning first_hour in
+    the first hour and second_hour after."""
+    returns = [first_hour] * 120 + [second_hour] * 2 * (minutes - 60)
+    return curve_of(running_log(returns, per_row=2, start=first_hour))
 
 
 def test_a_pair_is_described_side_by_side_with_its_hours_it_reached(bench):
@@ -139,14 +135,14 @@ def test_a_pair_is_described_side_by_side_with_its_hours_it_reached(bench):
                 "cpu": "AMD EPYC", "config": {"conv_dtype": "float32"},
                 "eval": {"mean": mean, "std": 3.0, "episodes": 9}}  # fmt: skip
 
-    old = result("old", running_curve(-20.0, 10.0, 120), 10.0)
-    new = result("new", running_curve(-10.0, 5.0, 90), 13.0)  # stopped at 90 minutes
+    old = result("old", two_hours(-20.0, 10.0, 120), 10.0)
+    new = result("new", two_hours(-10.0, 5.0, 90), 13.0)  # stopped at 90 minutes
     pair = bench.describe_pair(old, new, marks=(30e-3, 100e-3))
     (old_hours, new_hours), (old_at, new_at) = pair.spans, pair.per_step
     assert old_hours == pytest.approx([-20.0, 10.0])
     assert new_hours == pytest.approx([-10.0])  # no second hour: not reached
-    assert old_at == [old["curve"][i]["mean_return"] for i in (29, 99)]
-    assert new_at == [new["curve"][29]["mean_return"], None]
+    assert old_at == [old["curve"][i]["mean_return"] for i in (30, 100)]
+    assert new_at == [new["curve"][30]["mean_return"], None]
     assert (pair.ratio, round(pair.gap, 6)) == (0.75, round(3.0 / 2**0.5, 6))
     first, second, last = pair.text.split("\n")
     assert first.startswith("old (float32, AMD EPYC): 0.12M agent steps")
