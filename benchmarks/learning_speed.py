@@ -31,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from collections import namedtuple
 from pathlib import Path
 
 from a3c_core.checkpoint import load_training_checkpoint
+from a3c_core.network import cpu_description
 from a3c_core.runs import CHANGES, CHECKPOINT, CONFIG, LOG, MODEL, read_log
 
 if __package__ in (None, ""):  # run as a script: the repository root holds benchmarks/
@@ -53,25 +53,20 @@ EVAL_EPISODES = 30
 TABLE_START, TABLE_END = "<!-- table: learning_speed.py report -->", "<!-- end -->"
 
 
-def cpu_name() -> str:
-    """The CPU's model name and whether it has AVX512_BF16 (lscpu, else platform)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor() or "unknown"
-    name = next(
-        (line.split(":", 1)[1].strip() for line in text.splitlines()
-         if line.startswith("Model name")),
-        "unknown",
-    )  # fmt: skip
-    flags = [("avx512_bf16", "AVX512_BF16"), ("amx_bf16", "AMX")]  # bfloat16 paths
-    return ", ".join([name] + [shown for flag, shown in flags if flag in text])
-
-
 def short_cpu(cpu: str) -> str:
     """'Intel(R) Xeon(R) Processor, AVX512_BF16' -> 'Intel Xeon', for tables."""
     name = cpu.split(",")[0].replace("(R)", "").replace("(TM)", "")
     return name.replace(" Processor", "").strip()
+
+
+def same_cpu(recorded: str, here: str) -> bool:
+    """Is the CPU a run folder recorded the one cpu_description() gives here?
+    Folders from before it recorded lscpu's model name and bfloat16 flags
+    ("AMD EPYC, AVX512_BF16"): those compare by model and native bfloat16."""
+    if "torch kernels" in recorded:
+        return recorded == here
+    native = "AVX512_BF16" in recorded or "AMX" in recorded
+    return (short_cpu(recorded), native) == (short_cpu(here), "native bfloat16" in here)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -188,9 +183,9 @@ def note_cpu(run_dir: Path) -> None:
     machines, and a resumed run's result should say which it trained on. A folder
     that trained before CPUS was kept starts with UNKNOWN_CPU, so that its earlier
     minutes are not credited to this machine."""
-    path, cpu = run_dir / CPUS, cpu_name()
+    path, cpu = run_dir / CPUS, cpu_description()
     starts = json.loads(path.read_text()) if path.exists() else []
-    if starts and starts[-1]["cpu"] == cpu:
+    if starts and same_cpu(starts[-1]["cpu"], cpu):
         return
     minutes = trained_minutes(run_dir) if (run_dir / CHECKPOINT).exists() else 0.0
     if not starts and minutes > 0:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from a3c_core.network import cpu_description
 from benchmarks import learning_speed
 
 from synthetic_logs import curve_of, running_log
@@ -38,16 +39,17 @@ def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(
     assert first["config"]["rollout_len"] == 5 and first["eval"]["episodes"] == 1
     assert -21 <= first["eval"]["mean"] <= 21 and first["cpu"]
 
-    assert first["cpus"] == [{"from_minute": 0.0, "cpu": bench.cpu_name()}]
+    assert first["cpus"] == [{"from_minute": 0.0, "cpu": cpu_description()}]
 
-    monkeypatch.setattr(bench, "cpu_name", lambda: "Other(R) CPU Processor, AMX")
+    other = "Other(R) CPU Processor, torch kernels: AVX512, native bfloat16"
+    monkeypatch.setattr(bench, "cpu_description", lambda: other)
     second = run_tiny(bench, 0.5)  # resumed on another machine
     assert second["minutes"] >= 0.5 and second["agent_steps"] > first["agent_steps"]
     moved = second["cpus"][1]
     assert second["cpus"][0] == first["cpus"][0] and len(second["cpus"]) == 2
-    assert moved["cpu"] == "Other(R) CPU Processor, AMX"
+    assert moved["cpu"] == other
     assert first["minutes"] - 0.1 <= moved["from_minute"] <= first["minutes"] + 0.1
-    assert second["cpu"].endswith(" then Other(R) CPU Processor, AMX")
+    assert second["cpu"].endswith(f" then {other}")
     steps = [row["agent_steps"] for row in second["curve"]]
     assert steps == sorted(steps) and len(steps) > len(first["curve"])
 
@@ -219,6 +221,18 @@ def test_cpu_names_are_shortened_for_tables(bench):
     assert bench.short_cpu("AMD EPYC, AVX512_BF16") == "AMD EPYC"
     old = {"cpu": "AMD EPYC, AVX512_BF16"}  # a result from before "cpus"
     assert bench.table_cpu(old) == "AMD EPYC"
+    assert bench.short_cpu("AMD EPYC, torch kernels: AVX2") == "AMD EPYC"
+
+
+def test_a_cpu_recorded_in_the_older_format_is_the_same_only_with_the_same_bfloat16():
+    here = "AMD EPYC, torch kernels: AVX2"
+    assert learning_speed.same_cpu(here, here)
+    assert not learning_speed.same_cpu(here, "AMD EPYC, torch kernels: AVX512")
+    assert learning_speed.same_cpu("AMD EPYC", here)  # lscpu's name, no bfloat16
+    assert not learning_speed.same_cpu("AMD EPYC, AVX512_BF16", here)
+    bf16 = "Intel(R) Xeon(R) Processor, torch kernels: AVX512, native bfloat16"
+    assert learning_speed.same_cpu("Intel(R) Xeon(R) Processor, AVX512_BF16, AMX", bf16)
+    assert not learning_speed.same_cpu("AMD EPYC, AVX512_BF16", bf16)  # another model
 
 
 def test_a_folder_that_trained_before_cpus_were_kept_starts_with_an_unknown_cpu(bench):
@@ -229,4 +243,4 @@ def test_a_folder_that_trained_before_cpus_were_kept_starts_with_an_unknown_cpu(
     bench.note_cpu(run_dir)
     unknown, here = bench.run_cpus(run_dir)
     assert unknown == {"from_minute": 0.0, "cpu": bench.UNKNOWN_CPU}
-    assert here["cpu"] == bench.cpu_name() and here["from_minute"] >= 0.2
+    assert here["cpu"] == cpu_description() and here["from_minute"] >= 0.2
