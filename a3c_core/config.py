@@ -142,6 +142,12 @@ class A3CConfig:
         for problem in _problems(self):
             raise ConfigError(problem)
 
+    @property
+    def agent_steps_per_update(self) -> int:
+        """Agent steps one update learns from: a rollout of rollout_len steps of
+        one group of a worker's games."""
+        return self.rollout_len * self.envs_per_worker // self.learn_groups
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 

@@ -205,8 +205,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         rate = (p.agent_steps - self.logged_steps) / (now - self.logged_at)
         lr = scheduled_lr(cfg, p.agent_steps, p.lr_cuts)
-        per_update = cfg.rollout_len * cfg.envs_per_worker // cfg.learn_groups
-        row = log_row(p, self.updates, per_update, rate, lr)  # losses per agent step
+        row = log_row(p, self.updates, cfg.agent_steps_per_update, rate, lr)
         try:
             csv.writer(log).writerow(row)
             log.flush()

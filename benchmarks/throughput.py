@@ -237,6 +237,24 @@ def breakdown(
     return dict(sorted(per_step.items(), key=lambda kv: -kv[1]))
 
 
+def worker_rate(worker, cfg: A3CConfig) -> float:
+    """Agent steps per second of one worker loop (`plain_worker` or `run_worker`),
+    run in this process on a fresh shared model until cfg.total_steps: chapter 5
+    compares the textbook worker with the fast one this way."""
+    from a3c_core.optim import SharedAdam
+
+    torch.manual_seed(cfg.seed)
+    shared = ActorCritic(num_actions(cfg.env_id), cfg.hidden_size).share_memory()
+    optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    counters = SharedCounters(mp.get_context("spawn"))
+    started = time.perf_counter()
+    worker(0, cfg, shared, optimizer, counters, queue.Queue(), Event())
+    steps = counters.steps.value
+    if steps != cfg.total_steps:  # one worker stops after whole rollouts
+        raise ValueError(f"{steps} agent steps: make total_steps whole rollouts")
+    return steps / (time.perf_counter() - started)
+
+
 def inference_rate(cfg: A3CConfig, episodes: int = 8) -> float:
     """Agent steps/s of `evaluate` (batched play) on one core, untrained weights."""
     torch.set_num_threads(1)

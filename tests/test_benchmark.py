@@ -1,6 +1,8 @@
 """The benchmark script must keep working as the worker changes (its numbers are not
 tested: they depend on the machine)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -24,6 +26,18 @@ def test_breakdown_times_every_part_of_the_worker_loop(learn_groups, beside):
         "sync weights",
     }
     assert all(ms > 0 for ms in parts.values())
+
+
+@pytest.mark.parametrize("loop", ["plain", "fast"])
+def test_worker_rate_runs_a_worker_loop_to_its_total_steps(loop):
+    from a3c_core.plain_worker import plain_worker
+    from a3c_core.worker import run_worker
+
+    cfg = A3CConfig(envs_per_worker=2, rollout_len=5, total_steps=20)
+    worker = {"plain": plain_worker, "fast": run_worker}[loop]
+    assert throughput.worker_rate(worker, cfg) > 0  # no timing: tests run beside work
+    with pytest.raises(ValueError, match="whole rollouts"):  # 25 or 30 steps, not 23
+        throughput.worker_rate(worker, dataclasses.replace(cfg, total_steps=23))
 
 
 def test_network_rate_counts_agent_steps():

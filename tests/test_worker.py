@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import multiprocessing as mp
 import queue
 import threading
@@ -186,6 +187,8 @@ def test_learn_groups_make_one_update_per_group_from_the_acting_weights():
     terms = update(model, shared, optimizer, rollout, bootstrap, cfg, counters)
     assert len(terms) == 2
     assert (counters.steps.value, counters.updates.value) == (T * K, 2)
+    per_update = dataclasses.replace(cfg, rollout_len=T).agent_steps_per_update
+    assert per_update * 2 == T * K  # what the trainer's log divides the losses by
     for p, q, r in zip(shared.parameters(), expected.parameters(), model.parameters()):
         torch.testing.assert_close(p, q)
         assert torch.equal(p, r)  # the worker goes on with the new shared weights
