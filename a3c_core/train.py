@@ -74,6 +74,19 @@ class TrainingError(RuntimeError):
     """The run stopped abnormally (a worker died, the loss became NaN, ...)."""
 
 
+def shared_model(cfg: A3CConfig) -> tuple[ActorCritic, SharedAdam]:
+    """A run's fresh model (seeded by cfg.seed) in shared memory, and the Adam that
+    every worker steps. channels_last, the workers' own layout: pulling the weights
+    is then a plain copy.
+
+    Book: chapter 5.
+    """
+    torch.manual_seed(cfg.seed)
+    model = ActorCritic(num_actions(cfg.env_id), cfg.hidden_size)
+    model = model.to(memory_format=torch.channels_last).share_memory()
+    return model, SharedAdam(model.parameters(), lr=cfg.lr)
+
+
 class Trainer:
     """Owns the shared model, optimizer, counters and worker processes of one run.
 
@@ -82,10 +95,7 @@ class Trainer:
 
     def __init__(self, cfg: A3CConfig, run_dir, state: dict | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        torch.manual_seed(cfg.seed)
-        model = ActorCritic(num_actions(cfg.env_id), cfg.hidden_size)
-        self.model = model.to(memory_format=torch.channels_last).share_memory()
-        self.optimizer = SharedAdam(self.model.parameters(), lr=cfg.lr)
+        self.model, self.optimizer = shared_model(cfg)
         self.progress = Progress()
         if state is not None:
             self.progress = restore_training_state(

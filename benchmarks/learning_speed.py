@@ -493,7 +493,7 @@ def figure(results: list[dict]):
             style = {"label": label, "color": color, "linestyle": linestyle}
             row[0].plot([p["minutes"] for p in pts], ys, **style)
             row[1].plot([p["agent_steps"] / 1e6 for p in pts], ys, **style)
-            cut = {"marker": "v", "color": style["color"]}
+            cut = {"marker": "v", "color": color}
             for p in lr_changes(pts):  # a plateau cut: a marker on the curve
                 row[0].plot(p["minutes"], p["mean_return"], **cut)
                 row[1].plot(p["agent_steps"] / 1e6, p["mean_return"], **cut)

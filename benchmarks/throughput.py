@@ -45,7 +45,7 @@ from a3c_core.envs import AtariBatch, num_actions
 from a3c_core.network import ActorCritic, cpu_description
 from a3c_core.play import evaluate
 from a3c_core.runs import read_log
-from a3c_core.train import MALLOC_TUNING
+from a3c_core.train import MALLOC_TUNING, shared_model
 from a3c_core.worker import SharedCounters, UpdateDone, WorkerFailed, worker_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,14 +197,11 @@ def breakdown(
     `beside`, a second real worker trains the same shared model and optimizer
     meanwhile, as in a run with two workers."""
     from a3c_core import worker
-    from a3c_core.optim import SharedAdam
     from a3c_core.preprocess import prepro
 
     torch.set_num_threads(1)
     K, T = cfg.envs_per_worker, cfg.rollout_len
-    shared = ActorCritic(num_actions(cfg.env_id), cfg.hidden_size)
-    shared = shared.to(memory_format=torch.channels_last).share_memory()
-    optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    shared, optimizer = shared_model(cfg)
     other = OtherWorker(cfg, shared, optimizer) if beside else None
     cfg = dataclasses.replace(cfg, total_steps=(warmup + updates) * T * K)
     watch = PartTimer(warmup)
@@ -241,11 +238,7 @@ def worker_rate(worker, cfg: A3CConfig) -> float:
     """Agent steps per second of one worker loop (`plain_worker` or `run_worker`),
     run in this process on a fresh shared model until cfg.total_steps: chapter 5
     compares the textbook worker with the fast one this way."""
-    from a3c_core.optim import SharedAdam
-
-    torch.manual_seed(cfg.seed)
-    shared = ActorCritic(num_actions(cfg.env_id), cfg.hidden_size).share_memory()
-    optimizer = SharedAdam(shared.parameters(), lr=cfg.lr)
+    shared, optimizer = shared_model(cfg)
     counters = SharedCounters(mp.get_context("spawn"))
     started = time.perf_counter()
     worker(0, cfg, shared, optimizer, counters, queue.Queue(), Event())

@@ -18,7 +18,7 @@ from a3c_core.checkpoint import atomic_save
 from a3c_core.cli import main
 from a3c_core.config import A3CConfig
 from a3c_core.runs import CHECKPOINT, MODEL, read_log
-from a3c_core.train import TrainingError, train
+from a3c_core.train import TrainingError, shared_model, train
 from tests.conftest import ROOT
 
 QUICK = dict(
@@ -32,6 +32,21 @@ QUICK = dict(
 
 def checkpoint(run_dir) -> dict:
     return torch.load(run_dir / CHECKPOINT, weights_only=True)
+
+
+def test_shared_model_is_seeded_shared_channels_last_with_its_adam():
+    cfg = A3CConfig(env_id="Pong-v4")
+    model, optimizer = shared_model(cfg)
+    again, _ = shared_model(cfg)
+    other, _ = shared_model(dataclasses.replace(cfg, seed=cfg.seed + 1))
+    assert torch.equal(model.conv1.weight, again.conv1.weight)  # the seed decides
+    assert not torch.equal(model.conv1.weight, other.conv1.weight)
+    assert all(p.is_shared() for p in model.parameters())  # the workers step these
+    assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.actor_linear.out_features == 6  # Pong's actions
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    assert [id(p) for p in params] == [id(p) for p in model.parameters()]
+    assert optimizer.param_groups[0]["lr"] == cfg.lr
 
 
 def test_two_workers_train_then_resume_with_counters_continuing(tmp_path):
