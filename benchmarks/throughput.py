@@ -238,6 +238,7 @@ def worker_rate(worker, cfg: A3CConfig) -> float:
     """Agent steps per second of one worker loop (`plain_worker` or `run_worker`),
     run in this process on a fresh shared model until cfg.total_steps: chapter 5
     compares the textbook worker with the fast one this way."""
+    torch.set_num_threads(1)  # as worker_main does in a trainer's worker process
     shared, optimizer = shared_model(cfg)
     counters = SharedCounters(mp.get_context("spawn"))
     started = time.perf_counter()

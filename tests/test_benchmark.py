@@ -35,7 +35,14 @@ def test_worker_rate_runs_a_worker_loop_to_its_total_steps(loop):
 
     cfg = A3CConfig(envs_per_worker=2, rollout_len=5, total_steps=20)
     worker = {"plain": plain_worker, "fast": run_worker}[loop]
-    assert throughput.worker_rate(worker, cfg) > 0  # no timing: tests run beside work
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a caller with every core: the worker still times one
+    try:
+        # no timing: tests run beside work
+        assert throughput.worker_rate(worker, cfg) > 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="whole rollouts"):  # 25 or 30 steps, not 23
         throughput.worker_rate(worker, dataclasses.replace(cfg, total_steps=23))
 
