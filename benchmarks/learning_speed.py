@@ -54,7 +54,16 @@ TABLE_START, TABLE_END = "<!-- table: learning_speed.py report -->", "<!-- end -
 
 
 def short_cpu(cpu: str) -> str:
-    """'Intel(R) Xeon(R) Processor, AVX512_BF16' -> 'Intel Xeon', for tables."""
+    """'Intel(R) Xeon(R) Processor, AVX512_BF16' -> 'Intel Xeon (AVX-512)', for
+    tables: sessions got two AMD EPYCs, one with AVX-512 and one without, so the
+    vector width names the machine. A record of the oldest format without flags
+    ('AMD EPYC') gives the model alone."""
+    width = "AVX-512" if "AVX512" in cpu else "AVX2" if "AVX2" in cpu else None
+    return f"{cpu_model(cpu)} ({width})" if width else cpu_model(cpu)
+
+
+def cpu_model(cpu: str) -> str:
+    """'Intel(R) Xeon(R) Processor, AVX512_BF16' -> 'Intel Xeon'."""
     name = cpu.split(",")[0].replace("(R)", "").replace("(TM)", "")
     return name.replace(" Processor", "").strip()
 
@@ -66,7 +75,7 @@ def same_cpu(recorded: str, here: str) -> bool:
     if "torch kernels" in recorded:
         return recorded == here
     native = "AVX512_BF16" in recorded or "AMX" in recorded
-    return (short_cpu(recorded), native) == (short_cpu(here), "native bfloat16" in here)
+    return (cpu_model(recorded), native) == (cpu_model(here), "native bfloat16" in here)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

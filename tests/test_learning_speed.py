@@ -216,12 +216,18 @@ def test_no_two_runs_of_a_game_share_a_color_and_line_style(bench):
 
 def test_cpu_names_are_shortened_for_tables(bench):
     assert bench.short_cpu("Intel(R) Xeon(R) Processor, AVX512_BF16, AMX") == (
-        "Intel Xeon"
+        "Intel Xeon (AVX-512)"
     )
-    assert bench.short_cpu("AMD EPYC, AVX512_BF16") == "AMD EPYC"
+    assert bench.short_cpu("AMD EPYC, AVX512_BF16") == "AMD EPYC (AVX-512)"
     old = {"cpu": "AMD EPYC, AVX512_BF16"}  # a result from before "cpus"
-    assert bench.table_cpu(old) == "AMD EPYC"
-    assert bench.short_cpu("AMD EPYC, torch kernels: AVX2") == "AMD EPYC"
+    assert bench.table_cpu(old) == "AMD EPYC (AVX-512)"
+    # two EPYCs: the table tells them apart by their vector kernels
+    assert bench.short_cpu("AMD EPYC, torch kernels: AVX2") == "AMD EPYC (AVX2)"
+    wide = "AMD EPYC, torch kernels: AVX512, native bfloat16"
+    assert bench.short_cpu(wide) == "AMD EPYC (AVX-512)"
+    moved = {"cpus": [{"cpu": "AMD EPYC, torch kernels: AVX2"}, {"cpu": wide}]}
+    assert bench.table_cpu(moved) == "AMD EPYC (AVX2) then AMD EPYC (AVX-512)"
+    assert bench.short_cpu("AMD EPYC") == "AMD EPYC"  # the oldest format: no flags
 
 
 def test_a_cpu_recorded_in_the_older_format_is_the_same_only_with_the_same_bfloat16():
