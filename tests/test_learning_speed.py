@@ -54,7 +54,7 @@ def test_a_run_trains_to_its_budget_resumes_to_a_larger_one_and_is_reported(
     assert steps == sorted(steps) and len(steps) > len(first["curve"])
 
     results = bench.load_results()
-    assert " then Other CPU | all |" in bench.report_table(results)
+    assert " then Other CPU (AVX-512) | all |" in bench.report_table(results)
     assert bench.report_table(results).count("| tiny | Pong-v4 |") == 1
     readme = bench.RESULTS / "README.md"
     readme.write_text(f"# Results\n{bench.TABLE_START}\nold\n{bench.TABLE_END}\nend\n")
