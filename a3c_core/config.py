@@ -82,7 +82,9 @@ class A3CConfig:
     during a slow rise, later cuts on a real plateau."""
 
     entropy_coef: float = 0.01
-    """Weight of the entropy bonus, summed over the rollout."""
+    """Weight of the entropy bonus, summed over the rollout: the seed's 0.01. A quarter
+    of it took off sooner on Pong in one pair and fell behind on Breakout
+    (benchmarks/learning_speed, items 42-44)."""
 
     entropy_plateau_factor: float = 1.0
     """Each plateau cut (`lr_plateau_cuts`) also multiplies the entropy bonus by
