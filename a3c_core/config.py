@@ -83,8 +83,8 @@ class A3CConfig:
 
     entropy_coef: float = 0.01
     """Weight of the entropy bonus, summed over the rollout: the seed's 0.01. A quarter
-    of it took off sooner on Pong in one pair and fell behind on Breakout
-    (benchmarks/learning_speed, items 42-44)."""
+    of it took off sooner on Pong and fell behind on Breakout, one pair each
+    (benchmarks/learning_speed, items 42 and 44)."""
 
     entropy_plateau_factor: float = 1.0
     """Each plateau cut (`lr_plateau_cuts`) also multiplies the entropy bonus by
