@@ -199,7 +199,7 @@ def load_training_checkpoint(run_dir) -> dict:
     checked: weights are tensors, the config is valid, the counts are counts."""
     path = Path(run_dir) / CHECKPOINT
     if not Path(run_dir).is_dir():
-        raise CheckpointError(f"no run folder {run_dir}: check the --resume path")
+        raise CheckpointError(f"no run folder {run_dir}: check the path")
     state = _torch_load(path)
     if not (
         isinstance(state, dict)

@@ -55,8 +55,6 @@ def corrected_roots(optimizer: dict, weights: dict) -> dict[str, torch.Tensor]:
 
 def denominators(run_dir: Path) -> tuple[A3CConfig, dict[str, torch.Tensor]]:
     """A training checkpoint's config and the corrected sqrt(v) of its weights."""
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"no run folder {run_dir}: give a run folder to read")
     state = load_training_checkpoint(run_dir)
     try:
         roots = corrected_roots(state["optimizer"], state["model"])
